@@ -1,0 +1,7 @@
+"""``python -m sparks`` (and ``torchrun -m sparks train ...``) runs the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""The sub-bit convolution: binary activations in, α · codeword kernels as weights.
+
+:class:`SubBitConv2d` is an ``nn.Conv2d`` (its ``weight`` is the real latent weight, so state-dict keys stay those of
+the float model) whose forward binarizes the input with :func:`~sparks.activation.binary_sign` and the weight with a
+weight method of :mod:`sparks.methods`.
+
+Padding convention: the ±1 activations are zero-padded (``F.conv2d``'s zeros), as ReActNet and Bi-Real Net do, so a
+border output sums over the in-image taps only. The packed runtime reproduces this exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activation import binary_sign
+from .codebook import KERNEL_SIZE
+from .methods import WeightMethod, channel_alpha, get_method
+
+
+class SubBitConv2d(nn.Conv2d):
+    """3×3 convolution with binary activations and sub-bit weights.
+
+    Args:
+        in_channels, out_channels, stride, padding, dilation, bias: as ``nn.Conv2d`` (kernel 3×3, groups 1).
+        tau: bits per kernel index (1..9); n = 2^τ codewords; τ/9 bits per weight.
+        method: a registered weight method (``sparks``, ``sign``, ``snn``, ``topn``, ``random``, ``float``).
+        binary_activation: binarize the input (True in BNNs; False only for experiments).
+        **method_kwargs: passed to the weight method (e.g. ``sinkhorn_iters``, ``init``, ``seed``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, padding: int = 1, dilation: int = 1,
+                 bias: bool = False, tau: int = 5, method: str = "sparks", binary_activation: bool = True,
+                 **method_kwargs: object) -> None:
+        super().__init__(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=padding, dilation=dilation,
+                         groups=1, bias=bias)
+        self.quantizer: WeightMethod = get_method(method)(tau=tau, **method_kwargs)
+        self.binary_activation = binary_activation
+        self.reset_selection()
+
+    @property
+    def method(self) -> str:
+        return self.quantizer.name
+
+    @property
+    def tau(self) -> int:
+        """Bits per kernel index (9 for ``sign``; 9 for ``float``, whose weights are not binary)."""
+        return self.quantizer.tau
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Storage bits per binary weight, τ/9 (32 for real-valued ``float`` weights)."""
+        return self.tau / 9 if self.quantizer.binary else 32.0
+
+    def reset_selection(self) -> None:
+        """(Re)initialise the codeword selection from the current latent weights (after loading them, say)."""
+        self.quantizer.initialize(self.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.binary_activation:
+            x = binary_sign(x)
+        return F.conv2d(x, self.quantizer(self.weight), self.bias, self.stride, self.padding, self.dilation)
+
+    def _require_binary(self) -> None:
+        if not self.quantizer.binary:
+            raise ValueError(f"layer uses method {self.method!r}, whose weights are not binary")
+
+    @torch.no_grad()
+    def subcodebook(self) -> torch.Tensor:
+        """The layer's n codewords, Tensor[n, 3, 3] of ±1 (distinct rows)."""
+        self._require_binary()
+        return self.quantizer.codewords().detach().reshape(-1, KERNEL_SIZE, KERNEL_SIZE).clone()
+
+    @torch.no_grad()
+    def kernel_indices(self) -> torch.Tensor:
+        """Index into :meth:`subcodebook` of every kernel, int64 Tensor[C_out, C_in]."""
+        self._require_binary()
+        return self.quantizer.kernel_indices(self.weight, self.quantizer.codewords().detach())
+
+    @torch.no_grad()
+    def alpha(self) -> torch.Tensor:
+        """Per-output-channel scale, Tensor[C_out]."""
+        return channel_alpha(self.weight).flatten()
+
+    @torch.no_grad()
+    def binary_weight(self) -> torch.Tensor:
+        """The exact forward weight α · subcodebook()[kernel_indices()], Tensor[C_out, C_in, 3, 3]."""
+        codewords = self.subcodebook()
+        return self.alpha().view(-1, 1, 1, 1) * codewords[self.kernel_indices()]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, method={self.method}, tau={self.tau}"

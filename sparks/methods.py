@@ -1,0 +1,258 @@
+"""Weight methods: how a layer turns its real latent kernels into α · codeword.
+
+Every method owns a sub-codebook V (n × 9, ±1, distinct rows). In the forward pass each latent kernel w takes the
+codeword of V with the largest inner product, scaled by its output channel's α = mean |W| (detached). Gradients reach
+the latent weights through SNN's clipped straight-through estimator (only inside [-1, 1]) and, for learned methods,
+reach V (summed over the kernels assigned to each codeword).
+
+Registered methods (``get_method(name)``): ``float`` (no weight binarization: step 1 of the recipe), ``sign`` (plain
+1-bit BNN), ``sparks`` (learned selection, :mod:`sparks.selection`), ``snn`` (SNN's learned codewords), ``topn``
+(the n most frequent codewords at conversion) and ``random`` (n distinct random codewords, seeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .codebook import CODE_LENGTH, NUM_CODEWORDS, codeword_frequencies, full_codebook, kernel_to_index
+from .selection import GumbelSinkhornSelector
+
+METHODS: dict[str, type[WeightMethod]] = {}
+
+
+def register_method(name: str) -> Callable[[type[WeightMethod]], type[WeightMethod]]:
+    """Class decorator registering a weight method under ``name``; a duplicate name raises."""
+
+    def wrap(cls: type[WeightMethod]) -> type[WeightMethod]:
+        if name in METHODS:
+            raise ValueError(f"weight method {name!r} is already registered")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_method(name: str) -> type[WeightMethod]:
+    """The weight-method class registered as ``name``; ``ValueError`` naming the known ones otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def check_tau(tau: object) -> int:
+    """``tau`` as an int in 1..9, else ``ValueError``."""
+    if isinstance(tau, bool) or not isinstance(tau, int) or not 1 <= tau <= 9:
+        raise ValueError(f"tau must be an int in 1..9, got {tau!r}")
+    return tau
+
+
+def ste_clip(weight: torch.Tensor) -> torch.Tensor:
+    """Zero in value, gradient of clip(w, -1, 1): added to a binarized weight it routes gradients to w (SNN's STE)."""
+    clipped = weight.clamp(-1.0, 1.0)
+    return clipped - clipped.detach()
+
+
+def channel_alpha(weight: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel scale α = mean |W| over (C_in, 3, 3), detached, shaped (C_out, 1, 1, 1)."""
+    return weight.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
+class WeightMethod(nn.Module):
+    """Base class. Subclasses provide :meth:`codewords` (the sub-codebook, possibly with gradients)."""
+
+    name = "base"
+    binary = True  # False only for "float"
+
+    def __init__(self, tau: int, **_: object) -> None:
+        super().__init__()
+        self.tau = check_tau(tau)
+        self.n = 2**self.tau
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        """(Re)start the selection from the current latent weights; fixed or learned methods override it."""
+
+    def codewords(self) -> torch.Tensor:
+        """The sub-codebook, Tensor[n, 9] of ±1 values (distinct rows)."""
+        raise NotImplementedError
+
+    def kernel_indices(self, weight: torch.Tensor, codewords: torch.Tensor | None = None) -> torch.Tensor:
+        """Index of the nearest codeword for each kernel, int64 Tensor[C_out, C_in]."""
+        v = self.codewords() if codewords is None else codewords
+        flat = weight.detach().reshape(-1, CODE_LENGTH)
+        return (flat @ v.detach().t().to(flat.dtype)).argmax(dim=1).reshape(weight.shape[:2])
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Forward weight α · V[idx] (+ STE terms), Tensor[C_out, C_in, 3, 3]."""
+        v = self.codewords()
+        idx = self.kernel_indices(weight, v)
+        binary = v[idx].reshape(weight.shape)
+        return channel_alpha(weight) * (binary + ste_clip(weight))
+
+
+@register_method("float")
+class FloatWeights(WeightMethod):
+    """Real-valued weights (step 1 of the two-step recipe: binary activations, real weights)."""
+
+    binary = False
+
+    def __init__(self, tau: int = 9, **kwargs: object) -> None:
+        super().__init__(tau=9, **kwargs)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+
+@register_method("sign")
+class SignWeights(WeightMethod):
+    """Plain 1-bit BNN: the full codebook, i.e. sign(w) (0 → +1). τ is always 9."""
+
+    def __init__(self, tau: int = 9, **kwargs: object) -> None:
+        super().__init__(tau=9, **kwargs)
+        self.register_buffer("_codebook", full_codebook(), persistent=False)
+
+    def codewords(self) -> torch.Tensor:
+        return self._codebook
+
+    def kernel_indices(self, weight: torch.Tensor, codewords: torch.Tensor | None = None) -> torch.Tensor:
+        return kernel_to_index(weight.detach())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        binary = torch.where(weight.detach() >= 0, 1.0, -1.0).to(weight.dtype)
+        return channel_alpha(weight) * (binary + ste_clip(weight))
+
+
+class _FixedSelection(WeightMethod):
+    """A sub-codebook chosen once (at initialisation) and stored in the ``selected`` buffer."""
+
+    def __init__(self, tau: int, **kwargs: object) -> None:
+        super().__init__(tau, **kwargs)
+        self.register_buffer("selected", torch.arange(self.n, dtype=torch.int64))
+        self.register_buffer("_codebook", full_codebook(), persistent=False)
+
+    def codewords(self) -> torch.Tensor:
+        return self._codebook[self.selected]
+
+
+def frequency_order(weight: torch.Tensor) -> torch.Tensor:
+    """All 512 codeword indices, most frequent sign pattern of ``weight`` first (ties: lower index first)."""
+    counts = codeword_frequencies(weight)
+    return torch.sort(-counts, stable=True).indices
+
+
+@register_method("topn")
+class TopNSelection(_FixedSelection):
+    """Fixed: the n codewords most frequent among the latent kernels' sign patterns at initialisation."""
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        self.selected.copy_(frequency_order(weight)[: self.n].to(self.selected.device))
+
+
+@register_method("random")
+class RandomSelection(_FixedSelection):
+    """Fixed: n distinct codewords drawn uniformly at random (seeded per layer by ``seed``)."""
+
+    def __init__(self, tau: int, seed: int = 0, **kwargs: object) -> None:
+        super().__init__(tau, **kwargs)
+        self.seed = seed
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        self.selected.copy_(torch.randperm(NUM_CODEWORDS, generator=generator)[: self.n])
+
+
+@register_method("sparks")
+class SparksSelection(WeightMethod):
+    """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method).
+
+    Args:
+        init: ``"frequency"`` (most frequent codewords of the latent weights first) or ``"random"``.
+        seed: seed of the random initialisation.
+        Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
+    """
+
+    def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
+                 noise: float = 0.0, init_margin: float = 1.0, **kwargs: object) -> None:
+        super().__init__(tau, **kwargs)
+        if init not in ("frequency", "random"):
+            raise ValueError(f"unknown sparks init {init!r}; expected 'frequency' or 'random'")
+        self.init = init
+        self.seed = seed
+        self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
+                                               init_margin=init_margin)
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        if self.init == "random":
+            order = torch.randperm(NUM_CODEWORDS, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            order = frequency_order(weight)
+        self.selector.initialize(order)
+
+    def codewords(self) -> torch.Tensor:
+        return self.selector()
+
+
+@register_method("snn")
+class SNNCodewords(WeightMethod):
+    """SNN baseline (Wang et al., ICCV 2021): learnable real codeword proxies, binarized by sign.
+
+    Forward: V = sign(C) (keeping the previous sign where |C| < ``memory_eps``), with an identity straight-through
+    gradient, so C receives the summed gradient of the kernels assigned to each codeword. Every ``refine_every``
+    training steps duplicate codewords (after sign) are replaced by random unused ones and C is clamped to
+    [-``clamp``, ``clamp``]. Starts from n random distinct codewords, as SNN's code does.
+    """
+
+    def __init__(self, tau: int, seed: int = 0, refine_every: int = 25, memory_eps: float = 1e-3,
+                 clamp: float = 3.0, **kwargs: object) -> None:
+        super().__init__(tau, **kwargs)
+        self.seed = seed
+        self.refine_every = refine_every
+        self.memory_eps = memory_eps
+        self.clamp = clamp
+        self.proxies = nn.Parameter(torch.zeros(self.n, CODE_LENGTH))
+        self.register_buffer("memory", torch.ones(self.n, CODE_LENGTH))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(NUM_CODEWORDS, generator=generator)[: self.n]
+        with torch.no_grad():
+            self.proxies.copy_(full_codebook()[chosen].to(self.proxies.device))
+            self.memory.copy_(self.proxies)
+
+    def _binarize(self) -> torch.Tensor:
+        with torch.no_grad():
+            sign = torch.where(self.proxies >= 0, 1.0, -1.0)
+            sign = torch.where(self.proxies.abs() < self.memory_eps, self.memory, sign)
+            self.memory.copy_(sign)
+        return sign + self.proxies - self.proxies.detach()
+
+    @torch.no_grad()
+    def refine(self) -> None:
+        """Replace duplicate codewords (after sign) by random unused ones; clamp the proxies."""
+        indices = kernel_to_index(self.memory.reshape(self.n, 3, 3)).tolist()
+        seen: set[int] = set()
+        duplicates = []
+        for row, index in enumerate(indices):
+            if index in seen:
+                duplicates.append(row)
+            seen.add(index)
+        if duplicates:
+            generator = torch.Generator().manual_seed(self.seed + int(self.steps))
+            unused = [i for i in torch.randperm(NUM_CODEWORDS, generator=generator).tolist() if i not in seen]
+            book = full_codebook().to(self.proxies.device)
+            for row, index in zip(duplicates, unused, strict=False):
+                self.proxies[row] = book[index]
+                self.memory[row] = book[index]
+        self.proxies.clamp_(-self.clamp, self.clamp)
+
+    def codewords(self) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.steps += 1
+            if int(self.steps) % self.refine_every == 0:
+                self.refine()
+            return self._binarize()
+        return self.memory
