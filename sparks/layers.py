@@ -4,6 +4,9 @@
 the float model) whose forward binarizes the input with :func:`~sparks.activation.binary_sign` and the weight with a
 weight method of :mod:`sparks.methods`.
 
+The forward computes ``α ⊙ conv(sign(x), V[idx]) (+ bias)``: the convolution of ±1 values with ±1 kernels is an
+exact integer in float32, and α scales it once per output channel, which the packed runtime reproduces bit for bit.
+
 Padding convention: the ±1 activations are zero-padded (``F.conv2d``'s zeros), as ReActNet and Bi-Real Net do, so a
 border output sums over the in-image taps only. The packed runtime reproduces this exactly.
 """
@@ -60,7 +63,12 @@ class SubBitConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.binary_activation:
             x = binary_sign(x)
-        return F.conv2d(x, self.quantizer(self.weight), self.bias, self.stride, self.padding, self.dilation)
+        if not self.quantizer.binary:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        # conv with exact ±1 kernels, then α per output channel: bit-for-bit what the packed runtime computes.
+        out = F.conv2d(x, self.quantizer(self.weight), None, self.stride, self.padding, self.dilation)
+        out = out * channel_alpha(self.weight).view(1, -1, 1, 1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def _require_binary(self) -> None:
         if not self.quantizer.binary:

@@ -86,11 +86,14 @@ class WeightMethod(nn.Module):
         return (flat @ v.detach().t().to(flat.dtype)).argmax(dim=1).reshape(weight.shape[:2])
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        """Forward weight α · V[idx] (+ STE terms), Tensor[C_out, C_in, 3, 3]."""
+        """Unscaled forward weight V[idx] (+ zero-valued STE terms), Tensor[C_out, C_in, 3, 3] of exact ±1 values.
+
+        The layer applies α to the convolution's output instead, so the binary sum stays an exact integer (what the
+        packed runtime computes) before the single multiplication by α.
+        """
         v = self.codewords()
         idx = self.kernel_indices(weight, v)
-        binary = v[idx].reshape(weight.shape)
-        return channel_alpha(weight) * (binary + ste_clip(weight))
+        return v[idx].reshape(weight.shape) + ste_clip(weight)
 
 
 @register_method("float")
@@ -121,8 +124,7 @@ class SignWeights(WeightMethod):
         return kernel_to_index(weight.detach())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        binary = torch.where(weight.detach() >= 0, 1.0, -1.0).to(weight.dtype)
-        return channel_alpha(weight) * (binary + ste_clip(weight))
+        return torch.where(weight.detach() >= 0, 1.0, -1.0).to(weight.dtype) + ste_clip(weight)
 
 
 class _FixedSelection(WeightMethod):
