@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .codebook import CODE_LENGTH, NUM_CODEWORDS, codeword_frequencies, full_codebook, kernel_to_index
-from .selection import GumbelSinkhornSelector
+from .codebook import CODE_LENGTH, NUM_CODEWORDS, codeword_frequencies, full_codebook, kernel_to_index, nearest_codeword
+from .selection import GumbelSinkhornSelector, tangent_gradient
 
 METHODS: dict[str, type[WeightMethod]] = {}
 
@@ -81,9 +81,7 @@ class WeightMethod(nn.Module):
 
     def kernel_indices(self, weight: torch.Tensor, codewords: torch.Tensor | None = None) -> torch.Tensor:
         """Index of the nearest codeword for each kernel, int64 Tensor[C_out, C_in]."""
-        v = self.codewords() if codewords is None else codewords
-        flat = weight.detach().reshape(-1, CODE_LENGTH)
-        return (flat @ v.detach().t().to(flat.dtype)).argmax(dim=1).reshape(weight.shape[:2])
+        return nearest_codeword(weight, self.codewords() if codewords is None else codewords)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """Unscaled forward weight V[idx] (+ zero-valued STE terms), Tensor[C_out, C_in, 3, 3] of exact ±1 values.
@@ -173,18 +171,21 @@ class SparksSelection(WeightMethod):
     Args:
         init: ``"frequency"`` (most frequent codewords of the latent weights first) or ``"random"``.
         seed: seed of the random initialisation.
+        tangent: drop the radial component of the codeword gradients (:func:`~sparks.selection.tangent_gradient`).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
 
     def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
-                 noise: float = 0.0, init_margin: float = 1.0, **kwargs: object) -> None:
+                 noise: float = 0.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
+                 **kwargs: object) -> None:
         super().__init__(tau, **kwargs)
         if init not in ("frequency", "random"):
             raise ValueError(f"unknown sparks init {init!r}; expected 'frequency' or 'random'")
         self.init = init
         self.seed = seed
+        self.tangent = tangent
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
-                                               init_margin=init_margin)
+                                               init_margin=init_margin, switch_margin=switch_margin)
 
     def initialize(self, weight: torch.Tensor) -> None:
         if self.init == "random":
@@ -194,7 +195,8 @@ class SparksSelection(WeightMethod):
         self.selector.initialize(order)
 
     def codewords(self) -> torch.Tensor:
-        return self.selector()
+        codewords = self.selector()
+        return tangent_gradient(codewords) if self.tangent and codewords.requires_grad else codewords
 
 
 @register_method("snn")

@@ -10,6 +10,7 @@ fraction of the cost; see docs/method.md.
 * :func:`gumbel_noise` — standard Gumbel samples.
 * :func:`hungarian` — exact maximum-weight assignment (scipy's ``linear_sum_assignment``).
 * :func:`pste` — Permutation Straight-Through Estimator: forward the hard permutation, backward the soft one.
+* :func:`tangent_gradient` — identity forward; backward drops each codeword gradient's component along the codeword.
 * :class:`TemperatureSchedule` — the annealing the training loop drives.
 * :class:`GumbelSinkhornSelector` — the per-layer module returning the n selected codewords.
 """
@@ -68,8 +69,31 @@ def hungarian(scores: torch.Tensor) -> torch.Tensor:
 
 
 def pste(p_soft: torch.Tensor, p_hard: torch.Tensor) -> torch.Tensor:
-    """Permutation Straight-Through Estimator: equals ``p_hard`` in the forward pass, has the gradient of ``p_soft``."""
-    return p_hard + p_soft - p_soft.detach()
+    """Permutation Straight-Through Estimator: equals ``p_hard`` exactly in the forward pass (``x - x`` is exactly 0
+    in floating point), has the gradient of ``p_soft``. Also valid for any linear image of the two, e.g. P·B."""
+    return p_hard + (p_soft - p_soft.detach())
+
+
+class _TangentGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, codewords: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(codewords)
+        return codewords.view_as(codewords)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return grad - (grad * v).sum(-1, keepdim=True) / (v * v).sum(-1, keepdim=True) * v
+
+
+def tangent_gradient(codewords: torch.Tensor) -> torch.Tensor:
+    """Identity in the forward pass; the backward keeps only the part of each row's gradient orthogonal to the row.
+
+    All ±1 codewords have the same norm, so a move along a codeword itself is impossible; that radial component of
+    dL/dV only adds a bias (it makes every other codeword look better than the current one to first order) and is
+    dropped — the Riemannian gradient on the sphere the codewords live on. See docs/method.md.
+    """
+    return _TangentGradient.apply(codewords)
 
 
 @dataclass
@@ -103,7 +127,8 @@ class GumbelSinkhornSelector(nn.Module):
     """Selects n distinct codewords of the full codebook with a learned (partial) permutation.
 
     Training forward: P_soft = Sinkhorn((X + σ·g)/t) over the n score rows plus the "not selected" row;
-    P_hard = the Hungarian assignment of the noise-free scores X; returns V = PSTE(P_soft, P_hard) @ B, whose value
+    P_hard = the Hungarian assignment of the noise-free scores X plus a bonus κ on the current selection (hysteresis:
+    a row switches codeword only when another one beats it by κ); returns V = PSTE(P_soft, P_hard) @ B, whose value
     is exactly n distinct ±1 codewords and whose gradient reaches X. Eval forward: no noise, no Sinkhorn, no
     Hungarian: the codewords of the last hard selection (the ``selected`` buffer).
 
@@ -112,9 +137,11 @@ class GumbelSinkhornSelector(nn.Module):
         sinkhorn_iters: Sinkhorn rounds per training step.
         noise: scale σ of the Gumbel noise added to the scores in training.
         init_margin: score given to each row's initial codeword (others start at 0).
+        switch_margin: hysteresis κ of the hard read-off (0 disables it).
     """
 
-    def __init__(self, n: int, sinkhorn_iters: int = 10, noise: float = 0.0, init_margin: float = 1.0) -> None:
+    def __init__(self, n: int, sinkhorn_iters: int = 10, noise: float = 0.0, init_margin: float = 1.0,
+                 switch_margin: float = 0.5) -> None:
         super().__init__()
         if not 1 <= n <= NUM_CODEWORDS:
             raise ValueError(f"n must be in 1..{NUM_CODEWORDS}, got {n}")
@@ -122,6 +149,7 @@ class GumbelSinkhornSelector(nn.Module):
         self.sinkhorn_iters = sinkhorn_iters
         self.noise = noise
         self.init_margin = init_margin
+        self.switch_margin = switch_margin
         self.temperature = 1.0
         self.scores = nn.Parameter(torch.zeros(n, NUM_CODEWORDS))
         self.register_buffer("selected", torch.arange(n, dtype=torch.int64))
@@ -159,8 +187,10 @@ class GumbelSinkhornSelector(nn.Module):
         """The n selected codewords, Tensor[n, 9] (exact ±1 values; with PSTE gradients in training)."""
         if not (self.training and torch.is_grad_enabled() and self.scores.requires_grad):
             return self._codebook[self.selected]
+        rows = torch.arange(self.n, device=self.scores.device)
         with torch.no_grad():
-            self.selected.copy_(hungarian(self.scores))
-        p_hard = torch.zeros_like(self.scores)
-        p_hard[torch.arange(self.n), self.selected] = 1.0
-        return pste(self.soft_permutation(), p_hard) @ self._codebook
+            biased = self.scores.detach().clone()
+            biased[rows, self.selected] += self.switch_margin
+            self.selected.copy_(hungarian(biased))
+        # PSTE applied to the codewords (P·B), so the forward value is exactly the ±1 rows B[selected].
+        return pste(self.soft_permutation() @ self._codebook, self._codebook[self.selected])
