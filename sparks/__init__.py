@@ -12,6 +12,8 @@ torch)::
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -22,6 +24,7 @@ _LAZY = {
     "reset_selection": "sparks.convert",
     "set_temperature": "sparks.convert",
     "ConversionReport": "sparks.convert",
+    "selection_parameters": "sparks.convert",
     "SubBitConv2d": "sparks.layers",
     "summary": "sparks.complexity",
     "export": "sparks.export",
@@ -36,3 +39,17 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sparks' has no attribute {name!r}")
+
+
+class _SparksPackage(types.ModuleType):
+    """``sparks.convert`` and ``sparks.export`` are functions that live in same-named submodules. Importing such a
+    submodule would rebind the package attribute to the module; this keeps the function (import the submodules
+    with ``from sparks.convert import ...``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _SparksPackage

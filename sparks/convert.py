@@ -126,3 +126,12 @@ def set_temperature(model: nn.Module, temperature: float) -> None:
         selector = getattr(layer.quantizer, "selector", None)
         if selector is not None:
             selector.set_temperature(temperature)
+
+
+def selection_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the learned selections (Sparks scores, SNN codeword proxies) of every sub-bit layer.
+
+    They live on a different scale from the network weights: the training loop gives them their own learning rate
+    and no weight decay.
+    """
+    return [p for _, layer in subbit_layers(model) for p in layer.quantizer.parameters()]
