@@ -26,6 +26,7 @@ _LAZY = {
     "ConversionReport": "sparks.convert",
     "selection_parameters": "sparks.convert",
     "SubBitConv2d": "sparks.layers",
+    "load_model": "sparks.checkpoint",
     "summary": "sparks.complexity",
     "export": "sparks.export",
     "load": "sparks.export",

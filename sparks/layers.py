@@ -66,9 +66,28 @@ class SubBitConv2d(nn.Conv2d):
         if not self.quantizer.binary:
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
         # conv with exact ±1 kernels, then α per output channel: bit-for-bit what the packed runtime computes.
-        out = F.conv2d(x, self.quantizer(self.weight), None, self.stride, self.padding, self.dilation)
-        out = out * channel_alpha(self.weight).view(1, -1, 1, 1)
+        if self.training or torch.is_grad_enabled():
+            kernels, alpha = self.quantizer(self.weight), channel_alpha(self.weight)
+        else:
+            kernels, alpha = self._inference_weights()
+        out = F.conv2d(x, kernels, None, self.stride, self.padding, self.dilation)
+        out = out * alpha.view(1, -1, 1, 1)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+    def _state_key(self) -> tuple:
+        """Changes whenever the latent weight or the selection changes (in-place updates bump ``_version``)."""
+        tensors = [self.weight, *self.quantizer.parameters(), *self.quantizer.buffers()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ±1 kernels and α, cached between eval forwards: the nearest-codeword search runs once per weight."""
+        key = self._state_key()
+        cache = getattr(self, "_inference_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                cache = (key, self.quantizer(self.weight), channel_alpha(self.weight))
+            self._inference_cache = cache
+        return cache[1], cache[2]
 
     def _require_binary(self) -> None:
         if not self.quantizer.binary:

@@ -104,3 +104,20 @@ def test_unknown_method_lists_known_ones():
     with pytest.raises(ValueError, match="unknown method 'xnor'.*sparks"):
         SubBitConv2d(4, 4, tau=5, method="xnor")
     assert {"float", "sign", "sparks", "snn", "topn", "random"} <= set(METHODS)
+
+
+def test_eval_forward_caches_weights_and_notices_changes():
+    layer = make_layer("topn", 4).eval()
+    x = torch.randn(1, 12, 5, 5, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        first = layer(x)
+        assert torch.equal(layer(x), first)
+        layer.weight.mul_(-1)  # an in-place change must invalidate the cache
+        flipped = layer(x)
+    expected = F.conv2d(torch.where(x >= 0, 1.0, -1.0), layer.binary_weight(), padding=1)
+    assert torch.allclose(flipped, expected, atol=1e-5)
+    assert not torch.allclose(flipped, first)
+    layer.load_state_dict(make_layer("topn", 4, seed=9).state_dict())
+    with torch.no_grad():
+        expected = F.conv2d(torch.where(x >= 0, 1.0, -1.0), layer.binary_weight(), padding=1)
+        assert torch.allclose(layer(x), expected, atol=1e-5)

@@ -1,0 +1,39 @@
+"""``sparks bench``: per-layer and whole-model speed of a ``.sparks`` model, packed engine vs torch fp32 eager."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="time a .sparks model: packed engine vs torch fp32",
+                                   description="Time each sub-bit layer (torch conv2d, packed xor-popcount, "
+                                   "codeword-reuse LUT) and the whole model at batch 1 and 32 against the torch "
+                                   "fp32 module of the same file, interleaved in one run.")
+    parser.add_argument("--model", required=True, help=".sparks file from `sparks export`")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--threads", type=int, default=2, help="torch and numba threads [default: 2]")
+    parser.add_argument("--repeats", type=int, default=10, help="timed whole-model repeats [default: 10]")
+    parser.add_argument("--layer-repeats", type=int, default=20, help="timed repeats per layer [default: 20]")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="wall clock, or CPU time of the calling thread (needs --threads 1; robust on a shared "
+                        "machine) [default: wall]")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="whole-model batch sizes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numba
+
+    from ..errors import UsageError
+    from ..modelbench import bench_model, format_bench
+
+    if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
+    if args.repeats < 1 or args.layer_repeats < 1 or min(args.batch_sizes) < 1:
+        raise UsageError("--repeats, --layer-repeats and --batch-sizes must be positive")
+    result = bench_model(args.model, threads=args.threads, repeats=args.repeats, layer_repeats=args.layer_repeats,
+                         batch_sizes=tuple(args.batch_sizes), clock=args.clock)
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    return 0

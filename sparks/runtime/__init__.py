@@ -1,0 +1,14 @@
+"""Packed CPU runtime for exported sparks models: numpy + numba only, no torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, so that importing sparks.runtime.kernels alone does not pull in the engine
+    if name == "PackedModel":
+        from .engine import PackedModel
+
+        return PackedModel
+    raise AttributeError(f"module 'sparks.runtime' has no attribute {name!r}")

@@ -1,0 +1,490 @@
+"""Numba bit kernels for the packed CPU runtime: sign packing and 3×3 binary convolutions (numpy + numba, no torch).
+
+Activations are NHWC with channels packed 64 to a uint64 word (bit ``c % 64`` of word ``c // 64`` is ``x >= 0``, pad
+bits 0). A binary 3×3 conv with padding 1 then is, per in-image tap, ``c_in - 2 * popcount(x ^ w)`` summed over words:
+zero padding of the ±1 activations means out-of-image taps contribute nothing. ``binary_conv3x3_lut`` is the paper's
+codeword-reuse formulation (responses to the n codewords once per input channel and position, then one table row added
+per (output, input) channel pair). Results are exact integers, equal to ``F.conv2d(sign(x), w, stride, padding=1)``.
+All kernels are JIT-compiled for the host CPU (VPOPCNTQ where AVX-512 has it, POPCNT or a bit trick elsewhere) and
+cached on disk, so a new process loads them in well under a second.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = [
+    "pack_signs",
+    "pack_kernels",
+    "binary_conv3x3",
+    "binary_conv3x3_fused",
+    "binary_conv3x3_lut",
+    "choose_binary_kernel",
+    "prepare_kernels",
+    "PreparedKernels",
+    "popcount64",
+]
+
+WORD_BITS = 64
+_EMPTY_F32 = np.zeros(0, dtype=np.float32)
+
+
+@intrinsic
+def popcount64(typingctx, x):
+    """Population count of a uint64 as int64, emitted as ``llvm.ctpop.i64`` (POPCNT / VPOPCNTQ when vectorised)."""
+    if not isinstance(x, types.Integer):
+        return None
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+def _num_words(c: int) -> int:
+    return (c + WORD_BITS - 1) // WORD_BITS
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# packing
+
+
+@njit(cache=True, parallel=True)
+def _pack_signs(x, n_words):
+    n, h, w, c = x.shape
+    out = np.zeros((n, h, w, n_words), dtype=np.uint64)
+    for r in prange(n * h):
+        b, y = r // h, r % h
+        for xx in range(w):
+            for k in range(n_words):
+                word = np.uint64(0)
+                for bit in range(min(WORD_BITS, c - k * WORD_BITS)):
+                    if x[b, y, xx, k * WORD_BITS + bit] >= 0:
+                        word |= np.uint64(1) << np.uint64(bit)
+                out[b, y, xx, k] = word
+    return out
+
+
+def pack_signs(x: np.ndarray) -> np.ndarray:
+    """Pack the signs of NHWC activations: float32 (N, H, W, C) → uint64 (N, H, W, ceil(C/64)), bit set iff x >= 0."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"pack_signs expects an (N, H, W, C) array, got shape {x.shape}")
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return _pack_signs(np.ascontiguousarray(x), _num_words(x.shape[3]))
+
+
+def pack_kernels(w_pm1: np.ndarray) -> np.ndarray:
+    """Pack ±1 kernels (C_out, C_in, 3, 3) → uint64 (C_out, 3, 3, ceil(C_in/64)), bit set iff the weight is +1."""
+    w = np.asarray(w_pm1)
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise ValueError(f"pack_kernels expects ±1 kernels of shape (C_out, C_in, 3, 3), got {w.shape}")
+    if not np.all(np.abs(w) == 1):
+        raise ValueError("pack_kernels expects every weight to be exactly +1 or -1")
+    c_out, c_in = w.shape[:2]
+    n_words = _num_words(c_in)
+    bits = np.zeros((c_out, 3, 3, n_words * WORD_BITS), dtype=np.uint8)
+    bits[..., :c_in] = (w > 0).transpose(0, 2, 3, 1)
+    # little bit order: byte j of a little-endian uint64 holds bits 8j..8j+7
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(c_out, 3, 3, n_words)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dense xor-popcount conv
+
+
+@njit(cache=True)
+def _last_word_mask(c_in):
+    rem = c_in % WORD_BITS
+    if rem == 0:
+        return ~np.uint64(0)
+    return (np.uint64(1) << np.uint64(rem)) - np.uint64(1)
+
+
+@njit(cache=True)
+def _transpose_kernels(wp, c_in):
+    """(C_out, 3, 3, Kw) → (9*Kw, C_out): one contiguous row of all output channels per (tap, word), pad bits of the
+    last word cleared; and the popcount of every kernel tap, (9, C_out), for the border correction."""
+    c_out, _, _, n_words = wp.shape
+    n_rows = 9 * n_words
+    wt = np.ascontiguousarray(wp.reshape(c_out, n_rows).T)  # numba's blocked transpose: ~2x a plain loop
+    mask = _last_word_mask(c_in)
+    if mask != ~np.uint64(0):
+        for r in range(n_words - 1, n_rows, n_words):
+            for co in range(c_out):
+                wt[r, co] &= mask
+    tap_pop = np.zeros((9, c_out), dtype=np.int64)
+    for r in range(n_rows):
+        t = r // n_words
+        for co in range(c_out):
+            tap_pop[t, co] += popcount64(wt[r, co])
+    return wt, tap_pop
+
+
+@njit(cache=True)
+def _sweep4(acc, wt, xv, rows, p):
+    """acc[ox, co] += Σ_{j<4} popcount(xv[p+j, ox] ^ wt[rows[p+j], co]) for all ox; two pixels share a weight load."""
+    wo, c_out = acc.shape
+    w0, w1, w2, w3 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]], wt[rows[p + 3]]
+    ox = 0
+    while ox + 2 <= wo:
+        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
+        b0, b1, b2, b3 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1], xv[p + 3, ox + 1]
+        acc_a = acc[ox]
+        acc_b = acc[ox + 1]
+        for co in range(c_out):
+            v0, v1, v2, v3 = w0[co], w1[co], w2[co], w3[co]
+            acc_a[co] += popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2) + popcount64(a3 ^ v3)
+            acc_b[co] += popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2) + popcount64(b3 ^ v3)
+        ox += 2
+    if ox < wo:
+        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
+        acc_a = acc[ox]
+        for co in range(c_out):
+            acc_a[co] += (
+                popcount64(a0 ^ w0[co]) + popcount64(a1 ^ w1[co]) + popcount64(a2 ^ w2[co]) + popcount64(a3 ^ w3[co])
+            )
+
+
+@njit(cache=True)
+def _sweep1(acc, wt, xv, rows, p):
+    """acc[ox, co] += popcount(xv[p, ox] ^ wt[rows[p], co]): one leftover pair."""
+    wo, c_out = acc.shape
+    w0 = wt[rows[p]]
+    for ox in range(wo):
+        a0 = xv[p, ox]
+        acc_a = acc[ox]
+        for co in range(c_out):
+            acc_a[co] += popcount64(a0 ^ w0[co])
+
+
+@njit(cache=True)
+def _sweep8(acc, wt, xv, rows, p):
+    """:func:`_sweep4` over eight (tap, word) pairs: half the accumulator traffic per popcount."""
+    wo, c_out = acc.shape
+    w0, w1, w2, w3 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]], wt[rows[p + 3]]
+    w4, w5, w6, w7 = wt[rows[p + 4]], wt[rows[p + 5]], wt[rows[p + 6]], wt[rows[p + 7]]
+    ox = 0
+    while ox + 2 <= wo:
+        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
+        a4, a5, a6, a7 = xv[p + 4, ox], xv[p + 5, ox], xv[p + 6, ox], xv[p + 7, ox]
+        b0, b1, b2, b3 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1], xv[p + 3, ox + 1]
+        b4, b5, b6, b7 = xv[p + 4, ox + 1], xv[p + 5, ox + 1], xv[p + 6, ox + 1], xv[p + 7, ox + 1]
+        acc_a = acc[ox]
+        acc_b = acc[ox + 1]
+        for co in range(c_out):
+            v0, v1, v2, v3 = w0[co], w1[co], w2[co], w3[co]
+            v4, v5, v6, v7 = w4[co], w5[co], w6[co], w7[co]
+            acc_a[co] += (popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2) + popcount64(a3 ^ v3)) + (
+                popcount64(a4 ^ v4) + popcount64(a5 ^ v5) + popcount64(a6 ^ v6) + popcount64(a7 ^ v7)
+            )
+            acc_b[co] += (popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2) + popcount64(b3 ^ v3)) + (
+                popcount64(b4 ^ v4) + popcount64(b5 ^ v5) + popcount64(b6 ^ v6) + popcount64(b7 ^ v7)
+            )
+        ox += 2
+    if ox < wo:
+        _sweep4(acc[ox:], wt, xv[:, ox:], rows, p)
+        _sweep4(acc[ox:], wt, xv[:, ox:], rows, p + 4)
+
+
+@njit(cache=True)
+def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
+    """One output row: acc[ox, co] = Σ over in-image taps and words of popcount(x ^ w[co]); n_taps[ox] = tap count.
+
+    Out-of-image columns are read as x = 0 words, which adds popcount(w) for those taps; it is subtracted afterwards
+    (tap_pop), so every pixel of the row runs the same branch-free chunks of eight or four (tap, word) pairs.
+    """
+    _, h, w, n_words = xp.shape
+    wo, c_out = acc.shape
+    acc[:] = 0
+    n_pairs = 0
+    n_rows_valid = 0
+    for ky in range(3):
+        iy = oy * stride - 1 + ky
+        if iy < 0 or iy >= h:
+            continue
+        n_rows_valid += 1
+        for kx in range(3):
+            for k in range(n_words):
+                m = mask if k == n_words - 1 else ~np.uint64(0)
+                for ox in range(wo):
+                    ix = ox * stride - 1 + kx
+                    xv[n_pairs, ox] = xp[b, iy, ix, k] & m if 0 <= ix < w else np.uint64(0)
+                rows[n_pairs] = (ky * 3 + kx) * n_words + k
+                n_pairs += 1
+    # columns in blocks whose accumulators (≤ 32 KiB) stay in L1 while all weight rows stream past them
+    block = max(2, (4096 // c_out) & ~1)
+    for o0 in range(0, wo, block):
+        o1 = min(o0 + block, wo)
+        p = 0
+        while p + 8 <= n_pairs:
+            _sweep8(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            p += 8
+        if p + 4 <= n_pairs:
+            _sweep4(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            p += 4
+        while p < n_pairs:  # at most three (two for the ResNet widths, 64·2^k channels)
+            _sweep1(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            p += 1
+    for ox in range(wo):
+        n_cols_valid = 0
+        for kx in range(3):
+            ix = ox * stride - 1 + kx
+            if 0 <= ix < w:
+                n_cols_valid += 1
+                continue
+            for ky in range(3):
+                iy = oy * stride - 1 + ky
+                if 0 <= iy < h:
+                    t = ky * 3 + kx
+                    for co in range(c_out):
+                        acc[ox, co] -= tap_pop[t, co]
+        n_taps[ox] = n_rows_valid * n_cols_valid
+
+
+@njit(cache=True, parallel=True)
+def _conv_dense(xp, wt, tap_pop, c_in, stride, scale, shift, fused):
+    """Shared body of the dense kernels: int32 output, or float32 acc * scale + shift when ``fused``."""
+    n, h, w, n_words = xp.shape
+    c_out = wt.shape[1]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    mask = _last_word_mask(c_in)
+    out_i = np.empty((n, ho, wo, c_out) if not fused else (0, 0, 0, 0), dtype=np.int32)
+    out_f = np.empty((n, ho, wo, c_out) if fused else (0, 0, 0, 0), dtype=np.float32)
+    max_pairs = 9 * n_words
+    for r in prange(n * ho):
+        b, oy = r // ho, r % ho
+        acc = np.empty((wo, c_out), dtype=np.int64)
+        xv = np.empty((max_pairs, wo), dtype=np.uint64)
+        rows = np.empty(max_pairs, dtype=np.int64)
+        n_taps = np.empty(wo, dtype=np.int64)
+        _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps)
+        for ox in range(wo):
+            valid = c_in * n_taps[ox]
+            if fused:
+                for co in range(c_out):
+                    out_f[b, oy, ox, co] = np.float32(valid - 2 * acc[ox, co]) * scale[co] + shift[co]
+            else:
+                for co in range(c_out):
+                    out_i[b, oy, ox, co] = valid - 2 * acc[ox, co]
+    return out_i, out_f
+
+
+def _check_conv_args(xp: np.ndarray, c_in: int, stride: int) -> np.ndarray:
+    xp = np.asarray(xp)
+    if xp.ndim != 4 or xp.dtype != np.uint64:
+        raise ValueError(f"packed activations must be uint64 (N, H, W, words), got {xp.dtype} {xp.shape}")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    if not 1 <= c_in <= xp.shape[3] * WORD_BITS or _num_words(c_in) != xp.shape[3]:
+        raise ValueError(f"c_in={c_in} does not match {xp.shape[3]} packed words per pixel")
+    return np.ascontiguousarray(xp)
+
+
+class PreparedKernels(NamedTuple):
+    """Packed kernels re-laid out for the dense kernel (see :func:`prepare_kernels`); pass it in place of ``wp``."""
+
+    wt: np.ndarray  # uint64 (9 * words, C_out): one row of all output channels per (tap, word)
+    tap_pop: np.ndarray  # int64 (9, C_out): popcount of each kernel tap, for the border correction
+    c_in: int
+
+
+def prepare_kernels(wp: np.ndarray, c_in: int) -> PreparedKernels:
+    """Re-lay out :func:`pack_kernels` output once, so repeated calls skip the per-call transpose (O(weights))."""
+    wp = np.asarray(wp)
+    if wp.ndim != 4 or wp.dtype != np.uint64 or wp.shape[1:3] != (3, 3) or _num_words(c_in) != wp.shape[3]:
+        raise ValueError(f"packed kernels must be uint64 (C_out, 3, 3, {_num_words(c_in)}), got {wp.dtype} {wp.shape}")
+    wt, tap_pop = _transpose_kernels(np.ascontiguousarray(wp), int(c_in))
+    return PreparedKernels(wt, tap_pop, int(c_in))
+
+
+def _dense_weights(xp: np.ndarray, wp: np.ndarray | PreparedKernels, c_in: int) -> PreparedKernels:
+    if isinstance(wp, PreparedKernels):
+        if wp.c_in != c_in:
+            raise ValueError(f"prepared kernels are for c_in={wp.c_in}, got c_in={c_in}")
+        return wp
+    wp = np.asarray(wp)
+    if wp.ndim != 4 or wp.dtype != np.uint64 or wp.shape[1:] != (3, 3, xp.shape[3]):
+        raise ValueError(f"packed kernels must be uint64 (C_out, 3, 3, {xp.shape[3]}), got {wp.dtype} {wp.shape}")
+    return prepare_kernels(wp, c_in)
+
+
+def binary_conv3x3(xp: np.ndarray, wp: np.ndarray | PreparedKernels, c_in: int, stride: int) -> np.ndarray:
+    """Binary 3×3 conv, padding 1 (zero-padded ±1 activations), by xor-popcount → int32 (N, Ho, Wo, C_out).
+
+    Args:
+        xp: uint64 (N, H, W, ceil(c_in/64)) from :func:`pack_signs`.
+        wp: uint64 (C_out, 3, 3, ceil(c_in/64)) from :func:`pack_kernels`, or its :func:`prepare_kernels` form.
+        c_in: number of real input channels (the last word is masked to it).
+        stride: 1 or 2; Ho = (H - 1) // stride + 1.
+    """
+    xp = _check_conv_args(xp, c_in, stride)
+    k = _dense_weights(xp, wp, c_in)
+    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), _EMPTY_F32, _EMPTY_F32, False)[0]
+
+
+def binary_conv3x3_fused(
+    xp: np.ndarray,
+    wp: np.ndarray | PreparedKernels,
+    c_in: int,
+    stride: int,
+    scale: np.ndarray,
+    shift: np.ndarray,
+) -> np.ndarray:
+    """:func:`binary_conv3x3` with a per-channel affine epilogue: float32(acc) * scale + shift (float32, no FMA)."""
+    xp = _check_conv_args(xp, c_in, stride)
+    k = _dense_weights(xp, wp, c_in)
+    c_out = k.wt.shape[1]
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    shift = np.ascontiguousarray(shift, dtype=np.float32)
+    if scale.shape != (c_out,) or shift.shape != (c_out,):
+        raise ValueError(f"scale and shift must have shape ({c_out},), got {scale.shape} and {shift.shape}")
+    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), scale, shift, True)[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# codeword-reuse (LUT) conv
+
+
+@intrinsic
+def _popcount16(typingctx, x):
+    """Population count of a uint16 (``llvm.ctpop.i16``: VPOPCNTW with AVX512-BITALG when vectorised)."""
+    if not isinstance(x, types.Integer):
+        return None
+    sig = types.int16(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(16), [ir.IntType(16)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i16")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+LUT_MAX_C_IN = 32767 // 9  # int16 partial sums: |out| <= 9 * c_in
+
+
+@njit(cache=True)
+def _patch_codes(xp, stride, m0, n_pix, ho, wo, codes, valid, n_taps):
+    """codes[q, ci]: 9-bit sign pattern (bit t ⇔ tap t is +1) of channel ci around output pixel m0 + q (flat NHW);
+    valid[q]: in-image taps as a 9-bit mask; n_taps[q]: their count. Pixels q >= n_pix are left all-invalid."""
+    _, h, w, n_words = xp.shape
+    c_in = codes.shape[1]
+    codes[:] = 0
+    valid[:] = 0
+    n_taps[:] = 0
+    for q in range(n_pix):
+        m = m0 + q
+        b, oy, ox = m // (ho * wo), (m // wo) % ho, m % wo
+        for ky in range(3):
+            iy = oy * stride - 1 + ky
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(3):
+                ix = ox * stride - 1 + kx
+                if ix < 0 or ix >= w:
+                    continue
+                t = ky * 3 + kx
+                valid[q] |= np.uint16(1 << t)
+                n_taps[q] += 1
+                for k in range(n_words):
+                    v = xp[b, iy, ix, k]
+                    base = k * WORD_BITS
+                    for bit in range(min(WORD_BITS, c_in - base)):
+                        codes[q, base + bit] |= np.uint16(((v >> np.uint64(bit)) & np.uint64(1)) << np.uint64(t))
+
+
+@njit(cache=True, parallel=True)
+def _conv_lut(xp, codewords, indices_t, stride, tile):
+    n, h, w, _ = xp.shape
+    c_in, c_out = indices_t.shape
+    n_code = codewords.shape[0]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    m_total = n * ho * wo
+    out = np.empty((m_total, c_out), dtype=np.int32)
+    for ti in prange((m_total + tile - 1) // tile):
+        m0 = ti * tile
+        n_pix = min(tile, m_total - m0)
+        codes_qc = np.empty((tile, c_in), dtype=np.uint16)
+        valid = np.empty(tile, dtype=np.uint16)
+        n_taps = np.empty(tile, dtype=np.int16)
+        _patch_codes(xp, stride, m0, n_pix, ho, wo, codes_qc, valid, n_taps)
+        codes = np.ascontiguousarray(codes_qc.T)  # built pixel-major (contiguous writes), read channel-major
+        table = np.empty((n_code, tile), dtype=np.int16)
+        acc = np.zeros((c_out, tile), dtype=np.int16)
+        for ci in range(c_in):
+            # responses of this channel's patches to the n codewords, once; every output channel then adds a row
+            cc = codes[ci]
+            for j in range(n_code):
+                cwj = codewords[j]
+                tj = table[j]
+                for q in range(tile):
+                    tj[q] = n_taps[q] - 2 * _popcount16((cc[q] ^ cwj) & valid[q])
+            idx = indices_t[ci]
+            for co in range(c_out):
+                row = table[idx[co]]
+                arow = acc[co]
+                for q in range(tile):
+                    arow[q] += row[q]
+        for q in range(n_pix):
+            for co in range(c_out):
+                out[m0 + q, co] = acc[co, q]
+    return out.reshape(n, ho, wo, c_out)
+
+
+def binary_conv3x3_lut(
+    xp: np.ndarray, codewords: np.ndarray, indices: np.ndarray, c_in: int, stride: int
+) -> np.ndarray:
+    """Binary 3×3 conv by codeword reuse: kernel (co, ci) is ``codewords[indices[co, ci]]`` → int32 (N, Ho, Wo, C_out).
+
+    Per tile of output pixels and input channel, the responses to the n codewords are computed once (patch-validity
+    aware at borders); every output channel then adds the row its index selects (int16 partial sums, vectorised over
+    the tile's pixels).
+
+    Args:
+        xp: uint64 (N, H, W, ceil(c_in/64)) from :func:`pack_signs`.
+        codewords: (n,) 9-bit codeword indices (SNN convention: bit i ⇔ row-major position i is +1).
+        indices: integer (C_out, c_in) into ``codewords``.
+        c_in, stride: as :func:`binary_conv3x3`; c_in <= 3640 (int16 partial sums).
+    """
+    xp = _check_conv_args(xp, c_in, stride)
+    if c_in > LUT_MAX_C_IN:
+        raise ValueError(f"the LUT kernel supports c_in <= {LUT_MAX_C_IN}, got {c_in}; use binary_conv3x3")
+    codewords = np.asarray(codewords)
+    indices = np.asarray(indices)
+    if codewords.ndim != 1 or codewords.size == 0 or codewords.min() < 0 or codewords.max() >= 512:
+        raise ValueError(f"codewords must be a non-empty 1-D array of indices in 0..511, got shape {codewords.shape}")
+    n_code = codewords.shape[0]
+    if indices.ndim != 2 or indices.shape[1] != c_in:
+        raise ValueError(f"indices must have shape (C_out, {c_in}), got {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_code):
+        raise ValueError(f"indices must lie in 0..{n_code - 1}")
+    n, h, w, _ = xp.shape
+    m_total = n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
+    # 128 pixels: the int16 loops vectorise (LLVM's vector body wants >= 128 iterations); fewer for tiny layers
+    tile = 128 if m_total > 96 else max(16, -(-m_total // 16) * 16)
+    indices_t = np.ascontiguousarray(indices.T, dtype=np.int32)
+    return _conv_lut(xp, codewords.astype(np.uint16), indices_t, int(stride), tile)
+
+
+def choose_binary_kernel(c_in: int, c_out: int, h: int, w: int, n: int) -> str:
+    """Which kernel to run a binary 3×3 layer with: ``"dense"`` or ``"lut"``.
+
+    Rule, from the measurements in docs/benchmarks.md ("Packed kernels"): always ``"dense"``. On the AVX-512
+    (VPOPCNTQ) CPU the LUT kernel was never faster: about equal at c_in = 1, 1.2–1.7× slower at c_in = 3–16 and
+    4–18× slower at the ResNet shapes (c_in ≥ 64), because one 512-bit popcount covers 512 weight-activation products
+    while the LUT still adds one int16 per (c_out, c_in, pixel). The arguments (c_in, c_out, spatial size, codebook
+    size n) are kept so that a rule for other hardware can use them.
+    """
+    return "dense"
