@@ -8,21 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
-if [ ! -x "$PY" ]; then
-    echo "== creating .venv"
-    python3 -m venv .venv
-    .venv/bin/pip install torch==2.13.0        # first, so pip takes the local copy instead of a CUDA build
-    .venv/bin/pip install -e '.[test]'
-fi
-
+bash scripts/setup.sh   # .venv with torch and sparks, Debian's Fashion-MNIST: each step only when missing
 DATA=/usr/share/datasets/fashion-mnist
-if [ ! -d "$DATA" ]; then
-    echo "== installing Fashion-MNIST (apt package dataset-fashion-mnist)"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-    $SUDO apt-get update
-    $SUDO apt-get install -y dataset-fashion-mnist
-fi
 
 OUT=${SPARKS_DEMO_OUT:-runs/demo}
 EPOCHS=${SPARKS_DEMO_EPOCHS:-5}
@@ -57,3 +44,7 @@ print(f"model size:             {report['total_bits']:,} bits ({report['total_bi
       f"binary kernels {binary_bits:,} bits)")
 print(f"training time:          {seconds} s")
 PYEOF
+
+echo "== exporting to ${OUT}/model.sparks and running it on the packed CPU runtime"
+"$PY" -m sparks export --checkpoint "$OUT/last.pt" --out "$OUT/model.sparks"
+"$PY" -m sparks run --model "$OUT/model.sparks" --dataset fashion-mnist --data "$DATA" --split test

@@ -86,6 +86,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in reason:
+            # torch's own text goes on to suggest weights_only=False, which would run code from the file.
+            reason = "not a torch checkpoint, or it holds objects other than tensors and plain types"
         raise UsageError(f"{path} is not a sparks checkpoint: {reason}") from None
     if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
         raise UsageError(f"{path} is not a sparks checkpoint: no format_version/model entries")

@@ -39,14 +39,13 @@ class BinaryLayer:
     prepared: Any = field(default=None, repr=False)  # the dense kernel's weight layout, made once
 
     def __post_init__(self) -> None:
-        prepare = getattr(kernels, "prepare_kernels", None)
-        self.prepared = prepare(self.wp, self.c_in) if prepare is not None else self.wp
+        self.prepared = kernels.prepare_kernels(self.wp, self.c_in)
 
     def __call__(self, x: np.ndarray, kernel: str | None = None) -> np.ndarray:
-        n, h, w, _ = x.shape
+        _, h, w, _ = x.shape
         self.input_hw = (h, w)
         xp = kernels.pack_signs(x)
-        kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, n)
+        kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
         if kernel == "lut":
             acc = kernels.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride)
             return acc.astype(np.float32) * self.scale + self.shift
