@@ -1,19 +1,17 @@
-# sparks: `make demo` trains and evaluates a small sub-bit model on Fashion-MNIST (CPU); `make test` runs the tests.
-# Both create .venv first when it is missing (torch 2.13.0 first, so pip takes the local CPU copy).
-PY ?= .venv/bin/python
+# sparks: `make demo` trains, evaluates, exports and runs a small sub-bit model on Fashion-MNIST (CPU);
+# `make test` lints and runs the test suite. Both first run scripts/setup.sh, which creates .venv (torch 2.13.0
+# first, so pip takes the local CPU copy) and installs Debian's dataset-fashion-mnist, each only when missing.
 
-.PHONY: demo test lint
+.PHONY: demo test lint setup
 
-$(PY):
-	python3 -m venv .venv
-	.venv/bin/pip install torch==2.13.0
-	.venv/bin/pip install -e '.[test]'
+setup:
+	bash scripts/setup.sh
 
-demo: $(PY)
+demo:
 	bash scripts/demo.sh
 
-test: $(PY)
-	$(PY) -m pytest -q
+test:
+	bash scripts/test.sh
 
-lint: $(PY)
-	$(PY) -m ruff check sparks tests
+lint: setup
+	.venv/bin/ruff check sparks tests bench scripts

@@ -61,6 +61,32 @@ def channel_alpha(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
 
 
+class _GatherCodewords(torch.autograd.Function):
+    """``codewords[idx]`` whose backward sums the kernels' gradients per codeword with ``index_add_``.
+
+    Autograd's own backward of advanced indexing is a deterministic, sort-based ``index_put_`` that dominated a
+    Sparks training step on CPU (~65 ms of ~160 ms for a ResNet-18); ``index_add_`` is several times faster.
+    """
+
+    @staticmethod
+    def forward(ctx, codewords: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.rows = codewords.shape[0]
+        return codewords.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (idx,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, idx, grad), None
+
+
+def gather_codewords(codewords: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``codewords[idx]`` for a flat int64 ``idx``, Tensor[len(idx), 9], with a fast summed backward."""
+    if codewords.requires_grad:
+        return _GatherCodewords.apply(codewords, idx)
+    return codewords.index_select(0, idx)
+
+
 class WeightMethod(nn.Module):
     """Base class. Subclasses provide :meth:`codewords` (the sub-codebook, possibly with gradients)."""
 
@@ -91,7 +117,7 @@ class WeightMethod(nn.Module):
         """
         v = self.codewords()
         idx = self.kernel_indices(weight, v)
-        return v[idx].reshape(weight.shape) + ste_clip(weight)
+        return gather_codewords(v, idx.flatten()).reshape(weight.shape) + ste_clip(weight)
 
 
 @register_method("float")

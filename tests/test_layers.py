@@ -121,3 +121,19 @@ def test_eval_forward_caches_weights_and_notices_changes():
     with torch.no_grad():
         expected = F.conv2d(torch.where(x >= 0, 1.0, -1.0), layer.binary_weight(), padding=1)
         assert torch.allclose(layer(x), expected, atol=1e-5)
+
+
+def test_gather_codewords_backward_sums_per_codeword():
+    from sparks.methods import gather_codewords
+
+    g = torch.Generator().manual_seed(4)
+    codewords = torch.randn(8, 9, dtype=torch.float64, generator=g, requires_grad=True)
+    idx = torch.randint(0, 8, (200,), generator=g)
+    upstream = torch.randn(200, 9, dtype=torch.float64, generator=g)
+    out = gather_codewords(codewords, idx)
+    assert torch.equal(out, codewords.detach()[idx])
+    (out * upstream).sum().backward()
+    expected = torch.zeros(8, 9, dtype=torch.float64)
+    for row, code in enumerate(idx.tolist()):
+        expected[code] += upstream[row]
+    assert torch.allclose(codewords.grad, expected)
