@@ -17,7 +17,7 @@ THREADS=${SPARKS_DEMO_THREADS:-1}
 echo "== training vgg_small (width 0.125), Sparks tau=5, ${EPOCHS} epochs, ${THREADS} thread(s), into ${OUT}"
 start=$(date +%s)
 "$PY" -m sparks train --arch vgg_small --width 0.125 --dataset fashion-mnist --data "$DATA" \
-    --method sparks --tau 5 --epochs "$EPOCHS" --batch-size 128 --lr 3e-3 --no-augment --no-eval-test \
+    --method sparks --tau 5 --epochs "$EPOCHS" --batch-size 128 --lr 3e-3 --select-lr 3e-3 --no-augment --no-eval-test \
     --threads "$THREADS" --out "$OUT" --overwrite
 end=$(date +%s)
 

@@ -15,7 +15,6 @@ codewords like the head and has no likelihood behind it (Clauset, Shalizi & Newm
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from scipy.optimize import brentq
 from torch import nn
 
+from .atomic import atomic_path
 from .codebook import CODE_LENGTH, NUM_CODEWORDS, kernel_to_index
 from .complexity import is_binary_subbit, is_subbit
 
@@ -211,12 +211,8 @@ def analyze(model: nn.Module, tau_max: int = 8, top: int = 32) -> dict[str, Any]
 
 def _save(fig, path: Path) -> None:
     """Write a matplotlib figure atomically (temp file in the same directory, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plot_analysis(result: dict[str, Any], out_dir: str | Path, layer: str | None = None,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 META_KEY = "sparks"  # safetensors metadata key holding our JSON
@@ -109,15 +109,8 @@ def sparks_bytes(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> by
 def write_sparks(path: str | Path, metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     """Write a ``.sparks`` file atomically (temp file in the same folder, then ``os.replace``)."""
     data = sparks_bytes(metadata, tensors)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_sparks(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

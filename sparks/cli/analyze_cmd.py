@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..errors import UsageError
 
 
@@ -26,13 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def write_json(data: object, path: Path) -> None:
     """Write ``data`` as JSON atomically (temp file in the same directory, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f)
 
 
 def run(args: argparse.Namespace) -> int:
