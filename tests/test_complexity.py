@@ -209,18 +209,3 @@ def test_cli_summary_checkpoint_conflict(tmp_path, capsys):
     _save_checkpoint(ckpt, create("resnet18_cifar", width=0.125, tau=4))
     assert main(["summary", "--checkpoint", str(ckpt), "--tau", "5"]) == 2
     assert "--tau 5 contradicts" in capsys.readouterr().err
-
-
-def test_cli_checkpoint_fallback_without_checkpoint_module(tmp_path, monkeypatch, capsys):
-    # Without sparks.checkpoint the CLI reads the plain {model_name, model_args, model} dict itself.
-    import sys
-
-    monkeypatch.setitem(sys.modules, "sparks.checkpoint", None)
-    model = create("resnet18_cifar", width=0.125, tau=3)
-    ckpt = tmp_path / "plain.pt"
-    torch.save({"model_name": model.model_name, "model_args": model.model_args, "model": model.state_dict()}, ckpt)
-    assert main(["summary", "--checkpoint", str(ckpt), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["bits_per_binary_weight"] == pytest.approx(3 / 9)
-    torch.save({"weights": 1}, tmp_path / "other.pt")
-    assert main(["summary", "--checkpoint", str(tmp_path / "other.pt")]) == 2
-    assert "not a sparks checkpoint" in capsys.readouterr().err

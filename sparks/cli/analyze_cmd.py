@@ -32,7 +32,7 @@ def write_json(data: object, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze, plot_analysis
-    from ._checkpoint import load_checkpoint_model
+    from ..checkpoint import load_model
 
     if not 1 <= args.tau_max <= 9:
         raise UsageError(f"--tau-max must be in 1..9, got {args.tau_max}")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a directory")
-    model = load_checkpoint_model(args.checkpoint)
+    model = load_model(args.checkpoint)
     result = analyze(model, tau_max=args.tau_max, top=args.top)
     if args.layer and args.layer not in {e["name"] for e in result["layers"]}:
         raise UsageError(f"no binary layer named {args.layer!r}")

@@ -43,9 +43,9 @@ def build_model(args: argparse.Namespace):
     """The model the arguments name: from ``--checkpoint`` (other model flags must agree with it) or ``--arch``."""
     requested = {"tau": args.tau, "method": args.method, "width": args.width, "num_classes": args.num_classes}
     if args.checkpoint:
-        from ._checkpoint import load_checkpoint_model
+        from ..checkpoint import load_model
 
-        model = load_checkpoint_model(args.checkpoint)
+        model = load_model(args.checkpoint)
         name = getattr(model, "model_name", None)
         stored = getattr(model, "model_args", {}) or {}
         if args.arch and name and args.arch != name:
