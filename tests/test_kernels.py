@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sparks.runtime import kernels as K
+from sparks.runtime import lut as L
 
 
 def _signs(x: np.ndarray) -> np.ndarray:
@@ -102,7 +103,7 @@ def test_dense_and_lut_match_torch(shape, stride):
     # LUT: the layer's distinct kernels as its codebook (SNN index convention, bit i ⇔ row-major position i is +1)
     codes = ((w_pm1.reshape(c_out, c_in, 9) > 0) * (1 << np.arange(9))).sum(-1)
     codewords, idx = np.unique(codes, return_inverse=True)
-    lut = K.binary_conv3x3_lut(xp, codewords.astype(np.uint16), idx.reshape(c_out, c_in), c_in, stride)
+    lut = L.binary_conv3x3_lut(xp, codewords.astype(np.uint16), idx.reshape(c_out, c_in), c_in, stride)
     assert lut.dtype == np.int32
     np.testing.assert_array_equal(lut, ref)
 
@@ -119,7 +120,7 @@ def test_lut_small_codebook_equals_dense(n_code):
     xp = K.pack_signs(x)
     for stride in (1, 2):
         dense = K.binary_conv3x3(xp, K.pack_kernels(w_pm1), c_in, stride)
-        np.testing.assert_array_equal(K.binary_conv3x3_lut(xp, codewords, idx, c_in, stride), dense)
+        np.testing.assert_array_equal(L.binary_conv3x3_lut(xp, codewords, idx, c_in, stride), dense)
         np.testing.assert_array_equal(dense, _reference(x, w_pm1, stride))
 
 
@@ -152,9 +153,9 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"\+1 or -1"):
         K.pack_kernels(w_pm1 * 0.5)
     with pytest.raises(ValueError, match="indices"):
-        K.binary_conv3x3_lut(xp, np.array([3, 5], np.uint16), np.full((4, 10), 2), 10, 1)
+        L.binary_conv3x3_lut(xp, np.array([3, 5], np.uint16), np.full((4, 10), 2), 10, 1)
     with pytest.raises(ValueError, match="codewords"):
-        K.binary_conv3x3_lut(xp, np.array([512], np.uint16), np.zeros((4, 10), int), 10, 1)
+        L.binary_conv3x3_lut(xp, np.array([512], np.uint16), np.zeros((4, 10), int), 10, 1)
     with pytest.raises(ValueError, match="prepared kernels are for c_in=10"):
         K.binary_conv3x3(K.pack_signs(x[..., :9]), K.prepare_kernels(wp, 10), 9, 1)
     with pytest.raises(ValueError, match="scale"):

@@ -18,7 +18,7 @@ from numba import njit, prange
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..format import codeword_to_kernel, decode_subbit, validate
-from . import kernels
+from . import kernels, lut
 
 
 @dataclass
@@ -47,7 +47,7 @@ class BinaryLayer:
         xp = kernels.pack_signs(x)
         kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
         if kernel == "lut":
-            acc = kernels.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride)
+            acc = lut.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride)
             return acc.astype(np.float32) * self.scale + self.shift
         return kernels.binary_conv3x3_fused(xp, self.prepared, self.c_in, self.stride, self.scale, self.shift)
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from sparks.runtime import kernels
+from sparks.runtime import kernels, lut
 
 
 def bench_binary_layer(
@@ -87,7 +87,7 @@ def bench_binary_layer(
         "prepared": lambda: kernels.binary_conv3x3(xp, prepared, c_in, stride),
         "fused": lambda: kernels.binary_conv3x3_fused(xp, wp, c_in, stride, scale, shift),
         "pack": lambda: kernels.pack_signs(x),
-        "lut": lambda: kernels.binary_conv3x3_lut(xp, codewords, idx, c_in, stride),
+        "lut": lambda: lut.binary_conv3x3_lut(xp, codewords, idx, c_in, stride),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(warmup + repeats):
