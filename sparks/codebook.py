@@ -66,7 +66,3 @@ def codeword_frequencies(weight: torch.Tensor) -> torch.Tensor:
     """How often each of the 512 codewords is the sign pattern of a kernel of ``weight`` → int64 (512,)."""
     return torch.bincount(kernel_to_index(weight.detach()).flatten(), minlength=NUM_CODEWORDS)
 
-
-def channel_scale(weight: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel scale α = mean |W| over (C_in, 3, 3), detached, shaped (C_out, 1, 1, 1)."""
-    return weight.detach().abs().mean(dim=(1, 2, 3), keepdim=True)

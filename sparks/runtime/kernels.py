@@ -34,19 +34,26 @@ WORD_BITS = 64
 _EMPTY_F32 = np.zeros(0, dtype=np.float32)
 
 
-@intrinsic
-def popcount64(typingctx, x):
-    """Population count of a uint64 as int64, emitted as ``llvm.ctpop.i64`` (POPCNT / VPOPCNTQ when vectorised)."""
-    if not isinstance(x, types.Integer):
-        return None
-    sig = types.int64(types.uint64)
+def ctpop_intrinsic(bits: int, result_type: types.Integer, arg_type: types.Integer):
+    """A numba intrinsic counting the set bits of a ``bits``-wide unsigned integer, emitted as ``llvm.ctpop.i<bits>``,
+    which LLVM lowers to POPCNT, or VPOPCNTQ/VPOPCNTW when vectorised on AVX-512."""
 
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
-        return builder.call(fn, [args[0]])
+    def typer(typingctx, x):
+        if not isinstance(x, types.Integer):
+            return None
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            fnty = ir.FunctionType(ir.IntType(bits), [ir.IntType(bits)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.ctpop.i{bits}")
+            return builder.call(fn, [args[0]])
+
+        return result_type(arg_type), codegen
+
+    typer.__name__ = f"popcount{bits}"
+    return intrinsic(typer)
+
+
+popcount64 = ctpop_intrinsic(64, types.int64, types.uint64)  # uint64 -> int64
 
 
 def _num_words(c: int) -> int:

@@ -10,27 +10,11 @@ comparison.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from .kernels import WORD_BITS, _check_conv_args
+from .kernels import WORD_BITS, _check_conv_args, ctpop_intrinsic
 
-
-@intrinsic
-def _popcount16(typingctx, x):
-    """Population count of a uint16 (``llvm.ctpop.i16``: VPOPCNTW with AVX512-BITALG when vectorised)."""
-    if not isinstance(x, types.Integer):
-        return None
-    sig = types.int16(types.uint16)
-
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(16), [ir.IntType(16)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i16")
-        return builder.call(fn, [args[0]])
-
-    return sig, codegen
+_popcount16 = ctpop_intrinsic(16, types.int16, types.uint16)  # uint16 -> int16 (VPOPCNTW with AVX512-BITALG)
 
 
 LUT_MAX_C_IN = 32767 // 9  # int16 partial sums: |out| <= 9 * c_in
