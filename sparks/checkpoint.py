@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 FORMAT_VERSION = 1
 
@@ -79,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         if "Weights only load failed" in reason:
             # torch's own text goes on to suggest weights_only=False, which would run code from the file.
             reason = "not a torch checkpoint, or it holds objects other than tensors and plain types"
@@ -104,7 +104,7 @@ def model_from_checkpoint(state: dict[str, Any], source: str | Path = "checkpoin
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise UsageError(f"{source} is not a sparks checkpoint: its weights do not fit "
-                         f"{state['model_name']} ({str(err).splitlines()[0]})") from None
+                         f"{state['model_name']} ({first_line(err)})") from None
     return model
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import first_line
+
 FLOAT_BITS = 32  # storage of a real-valued parameter (and of a float32 baseline weight)
 BOPS_PER_OP = 64  # OPs = BOPs / 64 + FLOPs (Bi-Real / ReActNet convention)
 KERNEL_WEIGHTS = 9  # weights per 3×3 kernel
@@ -220,8 +222,7 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
         with torch.no_grad():
             model(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"forward pass with input size {size} failed: {message}") from err
+        raise ValueError(f"forward pass with input size {size} failed: {first_line(err)}") from err
     finally:
         for handle in handles:
             handle.remove()

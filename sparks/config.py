@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -97,7 +97,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise UsageError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"config file {path} is not valid YAML: {first_line(err)}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must be a mapping of option names to values")
     out = {}

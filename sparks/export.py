@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from . import __version__
 from .activation import BinaryActivation, LearnableBias, RPReLU
+from .errors import first_line
 from .format import (
     CODE_BITS,
     FORMAT_VERSION,
@@ -243,7 +244,7 @@ def export_tables(model: nn.Module, *, half: bool = False,
                 graph = _Tracer().trace(model)
             except Exception as err:  # fx raises many types for data-dependent control flow and the like
                 raise ValueError(f"not supported yet: a model torch.fx cannot trace ({type(err).__name__}: "
-                                 f"{str(err).splitlines()[0] if str(err) else ''})") from None
+                                 f"{first_line(err)})") from None
             builder = _Builder(model, half)
             placeholders = [n for n in graph.nodes if n.op == "placeholder"]
             if len(placeholders) != 1:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import first_line
 
 FORMAT_VERSION = 1
 META_KEY = "sparks"  # safetensors metadata key holding our JSON
@@ -142,7 +143,7 @@ def read_sparks_bytes(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray
 
         tensors = load(data)
     except Exception as err:  # safetensors raises its own error types for every malformed layout
-        raise SparksFormatError(f"not a valid safetensors file ({str(err).splitlines()[0][:200]})") from None
+        raise SparksFormatError(f"not a valid safetensors file ({first_line(err)[:200]})") from None
     if _digest(meta_json, tensors) != digest:
         raise SparksFormatError("checksum mismatch: the file is corrupted")
     validate(metadata, tensors)
