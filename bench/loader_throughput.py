@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from sparks.data import build_datasets, build_loader
+from sparks.train.data import build_datasets, build_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import TrainStep, build  # noqa: E402

@@ -29,8 +29,8 @@ def main() -> None:
 
     import torch
 
-    from sparks.export import export
-    from sparks.modelbench import bench_model, format_bench
+    from sparks.bench.modelbench import bench_model, format_bench
+    from sparks.deploy.export import export
     from sparks.models import create
 
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import platform
 import numba
 import numpy as np
 
-from sparks.runtime.layerbench import bench_binary_layer
+from sparks.bench.layerbench import bench_binary_layer
 
 LAYERS = [  # (c_in, c_out, h, w, stride): input size h×w
     (64, 64, 32, 32, 1),

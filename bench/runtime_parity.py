@@ -29,16 +29,17 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from sparks.data import FASHION_MNIST_STATS, load_fashion_mnist
-    from sparks.export import export, load
+    from sparks.deploy.export import export
+    from sparks.deploy.load import load
     from sparks.models import create
+    from sparks.train.data import FASHION_MNIST_STATS, load_fashion_mnist
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist(args.data)
     (mean,), (std,) = FASHION_MNIST_STATS
     if args.checkpoint:
-        from sparks.checkpoint import load_model
+        from sparks.train.checkpoint import load_model
 
         model = load_model(args.checkpoint)
     else:
@@ -62,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.sparks"
         export(model, path)
-        packed, rebuilt = load(path, runtime="packed"), load(path)
+        packed, rebuilt = load(path, runtime="packed"), load(path, runtime="torch")
         chunks = range(0, len(images), 500)
         with torch.no_grad():
             ref = np.concatenate([model(images[i:i + 500]).numpy() for i in chunks])

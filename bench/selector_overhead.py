@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sparks.convert import subbit_layers
+from sparks.core.layers import subbit_layers
 from sparks.models import create
 
 

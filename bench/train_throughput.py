@@ -21,7 +21,7 @@ import time
 import torch
 from torch import nn
 
-from sparks.convert import subbit_layers
+from sparks.core.layers import subbit_layers
 from sparks.models import create
 
 VARIANTS = ("real", "float", "1-bit", "sparks")

@@ -28,7 +28,7 @@ import json
 import sys
 
 import sparks
-from sparks.checkpoint import load_model
+from sparks.train.checkpoint import load_model
 
 out, seconds = sys.argv[1], int(sys.argv[2])
 result = json.load(open(f"{out}/test.json"))

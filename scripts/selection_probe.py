@@ -18,9 +18,9 @@ import argparse
 
 import torch
 
-from sparks.layers import SubBitConv2d
-from sparks.methods import channel_alpha
-from sparks.selection import TemperatureSchedule
+from sparks.core.layers import SubBitConv2d
+from sparks.core.methods import channel_alpha
+from sparks.core.selection import TemperatureSchedule
 
 _PROFILE = torch.tensor([[1.0, 0.8, 0.6], [0.8, 1.0, 0.8], [0.6, 0.8, 1.0]])
 

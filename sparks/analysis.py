@@ -23,17 +23,16 @@ import torch
 from scipy.optimize import brentq
 from torch import nn
 
-from .atomic import atomic_path
-from .codebook import CODE_LENGTH, NUM_CODEWORDS, kernel_to_index
-from .complexity import is_binary_subbit, is_subbit
+from sparks.atomic import atomic_path
+from sparks.complexity import is_binary_subbit, is_subbit
+from sparks.core.codebook import CODE_LENGTH, NUM_CODEWORDS, codeword_frequencies, kernel_to_index
 
 ZIPF_MAX_EXPONENT = 50.0  # a fit that hits this bound means (almost) all kernels share one codeword
 
 
 def kernel_histogram(weight: torch.Tensor) -> np.ndarray:
     """Counts of the 512 sign patterns (0 → +1) of the 3×3 kernels of ``weight`` (C_out, C_in, 3, 3) → int64 (512,)."""
-    index = kernel_to_index(weight.detach().cpu())
-    return np.bincount(index.flatten().numpy(), minlength=NUM_CODEWORDS).astype(np.int64)
+    return codeword_frequencies(weight.detach().cpu()).numpy().astype(np.int64)
 
 
 def channel_groups(weight: torch.Tensor) -> tuple[torch.Tensor, int]:

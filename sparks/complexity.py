@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import first_line
+from sparks.errors import first_line
 
 FLOAT_BITS = 32  # storage of a real-valued parameter (and of a float32 baseline weight)
 BOPS_PER_OP = 64  # OPs = BOPs / 64 + FLOPs (Bi-Real / ReActNet convention)

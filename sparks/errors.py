@@ -1,9 +1,13 @@
-"""Exceptions shared across sparks (no torch import here)."""
+"""The exceptions of sparks, one family (no torch import here): the CLI prints any :class:`SparksError` as one
+line and exits with code 2."""
 
 
-class UsageError(Exception):
-    """Bad user input (a missing file, an unknown name, a checkpoint that does not fit): the CLI prints it as one
-    line and exits with code 2."""
+class SparksError(Exception):
+    """Base of every error sparks raises on bad input: a file, a setting or a command line."""
+
+
+class UsageError(SparksError):
+    """Bad user input (a missing file, an unknown name, contradictory settings)."""
 
 
 def first_line(err: BaseException) -> str:

@@ -1,6 +1,6 @@
 import torch
 
-from sparks.activation import LearnableBias, RPReLU, binary_sign
+from sparks.core.activation import LearnableBias, RPReLU, binary_sign
 
 
 def test_sign_is_exactly_pm1_with_zero_to_plus_one():

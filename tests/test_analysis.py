@@ -13,8 +13,8 @@ from torch import nn
 
 from sparks.analysis import analyze, channel_histogram, kernel_histogram, plot_analysis, zipf_fit
 from sparks.cli import main
-from sparks.codebook import full_codebook, index_to_kernel
-from sparks.layers import SubBitConv2d
+from sparks.core.codebook import full_codebook, index_to_kernel
+from sparks.core.layers import SubBitConv2d
 from sparks.models import create
 
 # Hand-made layer: 4 output × 18 input channels = 72 kernels with known codewords.

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sparks import checkpoint as ckpt
 from sparks.errors import UsageError
 from sparks.models import create
+from sparks.train import checkpoint as ckpt
 
 
 def _draws() -> tuple:
@@ -105,7 +105,7 @@ def test_init_from_float_loads_latent_weights_and_restarts_selection():
     for key, value in model.state_dict().items():
         if ".quantizer." not in key:
             assert torch.equal(value, source[key]), key
-    from sparks.methods import frequency_order
+    from sparks.core.methods import frequency_order
 
     conv = model.features[0].conv
     assert torch.equal(conv.quantizer.selected, frequency_order(source["features.0.conv.weight"])[:32])

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparks.checkpoint import load_checkpoint
 from sparks.cli import build_parser, main
-from sparks.config import FIELDS
+from sparks.train.checkpoint import load_checkpoint
+from sparks.train.config import FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,8 +132,8 @@ def test_two_step_recipe_with_distillation(tmp_path, capsys, fashion_mnist_root)
 
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
-    from sparks.config import make_config
-    from sparks.train import train
+    from sparks.train.config import make_config
+    from sparks.train.loop import train
     cfg = make_config(dict(arch="vgg_small", width=0.0625, data=sys.argv[1], subset=256, batch_size=32, epochs=2,
                            workers=0, eval_test=False, val_fraction=0.002, progress=False, device="cpu", threads=1,
                            out=sys.argv[2], method="sparks", tau=5))

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from sparks.codebook import (
+from sparks.core.codebook import (
     NUM_CODEWORDS,
     codeword_frequencies,
     full_codebook,

@@ -11,8 +11,8 @@ from torch import nn
 import sparks
 from sparks.cli import main
 from sparks.complexity import subbit_bops, summary
-from sparks.convert import convert
-from sparks.layers import SubBitConv2d
+from sparks.core.convert import convert
+from sparks.core.layers import SubBitConv2d
 from sparks.models import create
 
 # ReActNet ResNet-18 binary 3×3 convs as (c_in, c_out, output side) at 224×224, written out by hand.

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import sparks
-from sparks.convert import ConversionReport, convert, subbit_layers
-from sparks.layers import SubBitConv2d
+from sparks.core.convert import ConversionReport, convert
+from sparks.core.layers import SubBitConv2d, subbit_layers
 
 
 class TinyNet(nn.Module):
@@ -80,7 +80,7 @@ def test_float_method_without_binary_activation_is_the_original_model():
 
 
 def test_skipped_layers_are_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="sparks.convert"):
+    with caplog.at_level(logging.INFO, logger="sparks.core.convert"):
         convert(TinyNet(), tau=5)
     assert "body.5" in caplog.text
 

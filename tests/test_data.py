@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from sparks import data
 from sparks.errors import UsageError
+from sparks.train import data
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 

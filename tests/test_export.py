@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 import sparks
-from sparks.convert import convert
-from sparks.export import export, export_tables, load
-from sparks.format import SparksFormatError, read_sparks
-from sparks.layers import SubBitConv2d
+from sparks.core.convert import convert
+from sparks.core.layers import SubBitConv2d
+from sparks.deploy.export import export, export_tables
+from sparks.deploy.format import SparksFormatError, read_sparks
+from sparks.deploy.load import load
 from sparks.models import create
 from sparks.runtime import PackedModel
 
@@ -60,7 +61,7 @@ def test_torch_round_trip_is_exact_for_every_method(tmp_path, method):
     path = tmp_path / "m.sparks"
     export(model, path)
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    rebuilt = load(path)
+    rebuilt = load(path, runtime="torch")
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
     pairs = zip(sparks.subbit_layers(rebuilt), sparks.subbit_layers(model), strict=True)
@@ -82,7 +83,7 @@ def test_other_architectures_round_trip(tmp_path, name):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ref = model(x)
-        assert torch.equal(load(path)(x), ref)
+        assert torch.equal(load(path, runtime="torch")(x), ref)
     logits = load(path, runtime="packed")(x)
     np.testing.assert_allclose(logits, ref.numpy(), rtol=0, atol=1e-4 * float(ref.abs().max()))
 
@@ -119,7 +120,7 @@ def test_generic_converted_sequential(tmp_path):
         export(model, path)
     export(model, path, input_size=(1, 3, 20, 20))
     x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(4))
-    rebuilt = load(path)
+    rebuilt = load(path, runtime="torch")
     with torch.no_grad():
         ref = model(x)
         assert torch.equal(rebuilt(x), ref)
@@ -128,13 +129,13 @@ def test_generic_converted_sequential(tmp_path):
 
 @pytest.mark.parametrize("method", ["topn", "float"])
 def test_modified_registered_model_falls_back_to_the_graph(tmp_path, method):
-    from sparks.rebuild import GraphModel
+    from sparks.deploy.rebuild import GraphModel
 
     model = tiny(method=method)
     model.features = model.features[:5]  # still carries model_name, but is no longer what create() builds
     model.fc = nn.Linear(16, 10)
     export(model, tmp_path / "cut.sparks")
-    rebuilt = load(tmp_path / "cut.sparks")
+    rebuilt = load(tmp_path / "cut.sparks", runtime="torch")
     assert isinstance(rebuilt, GraphModel)
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -177,7 +178,7 @@ def test_flatten_of_a_map_keeps_torch_order(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(load(tmp_path / "f.sparks", runtime="packed")(x), ref, atol=1e-5)
-    assert operator.eq(load(tmp_path / "f.sparks")(x).detach().numpy().tolist(), ref.tolist())
+    assert operator.eq(load(tmp_path / "f.sparks", runtime="torch")(x).detach().numpy().tolist(), ref.tolist())
 
 
 @pytest.mark.parametrize("tau, method", [(5, "sparks"), (9, "sign")])
@@ -201,7 +202,7 @@ def test_half_stores_real_layers_in_float16(tmp_path):
     assert tensors["stem.0.weight"].dtype == np.float16 and tensors["features.0.conv.alpha"].dtype == np.float32
     assert (tmp_path / "f16.sparks").stat().st_size < (tmp_path / "f32.sparks").stat().st_size
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(5))
-    rebuilt = load(tmp_path / "f16.sparks")
+    rebuilt = load(tmp_path / "f16.sparks", runtime="torch")
     assert torch.equal(rebuilt.stem[0].weight, model.stem[0].weight.half().float())  # rounded, nothing else
     assert torch.equal(rebuilt.fc.weight, model.fc.weight.half().float())
     with torch.no_grad():
@@ -226,7 +227,7 @@ def test_format_and_runtime_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, sparks, sparks.format, sparks.runtime, sparks.runtime.engine; "
+    code = ("import sys, sparks, sparks.deploy.format, sparks.runtime, sparks.runtime.engine; sparks.runtime.PackedModel; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -236,7 +237,7 @@ def test_format_and_runtime_do_not_import_torch():
 def trained(fashion_mnist_root):
     """resnet18_cifar (width 1/8, τ=5, topn) trained 30 seeded steps on Fashion-MNIST; 1,000 normalized test
     images (bench/runtime_parity.py runs the same check on all 10,000)."""
-    from sparks.data import FASHION_MNIST_STATS, load_fashion_mnist
+    from sparks.train.data import FASHION_MNIST_STATS, load_fashion_mnist
 
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist(fashion_mnist_root)
     (mean,), (std,) = FASHION_MNIST_STATS
@@ -263,7 +264,7 @@ def test_trained_model_on_real_images(tmp_path, trained):
     export(model, path)
     with torch.no_grad():
         ref = model(images).numpy()
-        assert np.array_equal(load(path)(images).numpy(), ref)
+        assert np.array_equal(load(path, runtime="torch")(images).numpy(), ref)
     assert (ref.argmax(1) == labels.numpy()).mean() > 0.2  # it learned something (chance: 0.1)
     logits = load(path, runtime="packed")(images)
     assert np.array_equal(logits.argmax(1), ref.argmax(1))  # 100% identical predictions
@@ -276,8 +277,8 @@ def test_trained_model_on_real_images(tmp_path, trained):
 def test_cli_export_run_bench(tmp_path, trained, fashion_mnist_root, capsys):
     import json
 
-    from sparks.checkpoint import FORMAT_VERSION, save_checkpoint
     from sparks.cli import main
+    from sparks.train.checkpoint import FORMAT_VERSION, save_checkpoint
 
     model, _, _ = trained
     ckpt = tmp_path / "best.pt"

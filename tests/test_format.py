@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparks.codebook import index_to_kernel
-from sparks.format import (
+from sparks.core.codebook import index_to_kernel
+from sparks.deploy.format import (
     SparksFormatError,
     codeword_to_kernel,
     index_bits,

@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.numpy import save
 
-from sparks.export import export_tables
-from sparks.format import DIGEST_KEY, META_KEY, SparksFormatError, _digest, read_sparks_bytes, sparks_bytes
+from sparks.deploy.export import export_tables
+from sparks.deploy.format import DIGEST_KEY, META_KEY, SparksFormatError, _digest, read_sparks_bytes, sparks_bytes
 from sparks.models import create
 
 

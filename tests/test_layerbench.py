@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sparks.runtime.layerbench import bench_binary_layer
+from sparks.bench.layerbench import bench_binary_layer
 
 
 def test_bench_binary_layer_keys():

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparks.layers import SubBitConv2d
-from sparks.methods import METHODS, check_tau
+from sparks.core.layers import SubBitConv2d
+from sparks.core.methods import METHODS, check_tau
 
 BINARY_METHODS = ["sparks", "snn", "topn", "random"]
 
@@ -124,7 +124,7 @@ def test_eval_forward_caches_weights_and_notices_changes():
 
 
 def test_gather_codewords_backward_sums_per_codeword():
-    from sparks.methods import gather_codewords
+    from sparks.core.methods import gather_codewords
 
     g = torch.Generator().manual_seed(4)
     codewords = torch.randn(8, 9, dtype=torch.float64, generator=g, requires_grad=True)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import sparks.selection as selection
-from sparks.codebook import NUM_CODEWORDS, full_codebook
-from sparks.selection import GumbelSinkhornSelector, TemperatureSchedule, hungarian, log_sinkhorn, pste
+import sparks.core.selection as selection
+from sparks.core.codebook import NUM_CODEWORDS, full_codebook
+from sparks.core.selection import GumbelSinkhornSelector, TemperatureSchedule, hungarian, log_sinkhorn, pste
 
 
 def test_sinkhorn_is_doubly_stochastic():

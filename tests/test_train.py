@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparks import train as train_mod
-from sparks.checkpoint import load_checkpoint
-from sparks.config import make_config
 from sparks.models import create
+from sparks.train import loop as train_mod
+from sparks.train.checkpoint import load_checkpoint
+from sparks.train.config import make_config
 
 TINY = {"arch": "vgg_small", "width": 0.0625, "dataset": "fashion-mnist", "tau": 5, "method": "sparks",
         "subset": 192, "batch_size": 64, "workers": 0, "eval_test": False, "progress": False, "device": "cpu",

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..errors import UsageError
+from sparks.errors import UsageError
 
 # Subcommand modules, in the order ``sparks --help`` lists them; a module missing here is simply not offered.
 SUBCOMMANDS = ("train", "eval", "models", "summary", "analyze", "export", "run", "bench")

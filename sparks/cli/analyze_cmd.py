@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..errors import UsageError
+from sparks.atomic import atomic_path
+from sparks.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +31,8 @@ def write_json(data: object, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import analyze, plot_analysis
-    from ..checkpoint import load_model
+    from sparks.analysis import analyze, plot_analysis
+    from sparks.train.checkpoint import load_model
 
     if not 1 <= args.tau_max <= 9:
         raise UsageError(f"--tau-max must be in 1..9, got {args.tau_max}")

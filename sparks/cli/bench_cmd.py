@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numba
 
-    from ..errors import UsageError
-    from ..modelbench import bench_model, format_bench
+    from sparks.bench.modelbench import bench_model, format_bench
+    from sparks.errors import UsageError
 
     if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
         raise UsageError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {args.threads}")

@@ -26,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..config import make_config
-    from ..data import DATASETS, build_datasets
-    from ..distributed import DistInfo, resolve_device
-    from ..errors import UsageError
-    from ..train import evaluate
+    from sparks.errors import UsageError
+    from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from sparks.train.config import make_config
+    from sparks.train.data import DATASETS, build_datasets
+    from sparks.train.distributed import DistInfo, resolve_device
+    from sparks.train.loop import evaluate
 
     state = load_checkpoint(args.checkpoint)
     stored = dict(state.get("config") or {})

@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
-    from ..complexity import summary
-    from ..errors import UsageError
-    from ..export import export
+    from sparks.complexity import summary
+    from sparks.deploy.export import export
+    from sparks.errors import UsageError
+    from sparks.train.checkpoint import load_model
 
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):

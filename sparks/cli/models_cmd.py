@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def describe(name: str, **kwargs: Any) -> dict[str, Any]:
     """Counts for model ``name`` built with ``kwargs`` (``None`` values keep the builder defaults)."""
-    from ..convert import subbit_layers
-    from ..models import create
+    from sparks.core.layers import subbit_layers
+    from sparks.models import create
 
     model = create(name, **kwargs)
     layers = [layer for _, layer in subbit_layers(model)]
@@ -42,7 +42,7 @@ def describe(name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import list_models
+    from sparks.models import list_models
 
     rows = [describe(name, method=args.method, tau=args.tau, width=args.width) for name in list_models()]
     if args.json:

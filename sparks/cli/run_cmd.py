@@ -29,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from ..data import build_datasets
-    from ..errors import UsageError
-    from ..format import read_sparks
-    from ..rebuild import torch_model
-    from ..runtime import PackedModel
+    from sparks.deploy.format import read_sparks
+    from sparks.deploy.rebuild import torch_model
+    from sparks.errors import UsageError
+    from sparks.runtime import PackedModel
+    from sparks.train.data import build_datasets
 
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise UsageError(f"--batch-size and --limit must be positive, got {args.batch_size} and {args.limit}")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def _set_threads(threads: int) -> None:
     import numba
 
-    from ..errors import UsageError
+    from sparks.errors import UsageError
 
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
         raise UsageError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {threads}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import UsageError
+from sparks.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def build_model(args: argparse.Namespace):
     """The model the arguments name: from ``--checkpoint`` (other model flags must agree with it) or ``--arch``."""
     requested = {"tau": args.tau, "method": args.method, "width": args.width, "num_classes": args.num_classes}
     if args.checkpoint:
-        from ..checkpoint import load_model
+        from sparks.train.checkpoint import load_model
 
         model = load_model(args.checkpoint)
         name = getattr(model, "model_name", None)
@@ -56,13 +56,13 @@ def build_model(args: argparse.Namespace):
         return model
     if not args.arch:
         raise UsageError("give --arch NAME or --checkpoint FILE")
-    from ..models import create
+    from sparks.models import create
 
     return create(args.arch, **requested)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..complexity import summary
+    from sparks.complexity import summary
 
     if args.input_size is not None and len(args.input_size) not in (3, 4):
         raise UsageError(f"--input-size takes C H W or N C H W, got {len(args.input_size)} numbers")

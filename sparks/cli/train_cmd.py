@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..config import FIELDS, load_yaml, make_config
+from sparks.train.config import FIELDS, load_yaml, make_config
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": str}
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainingDiverged, train
+    from sparks.train.loop import TrainingDiverged, train
 
     overrides = load_yaml(args.config) if args.config else {}
     overrides.update({k: v for k, v in vars(args).items() if k in FIELDS})

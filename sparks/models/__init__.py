@@ -7,7 +7,7 @@ that a checkpoint can rebuild it.
 
 from __future__ import annotations
 
-from . import resnet, vgg  # noqa: E402,F401  (registers the builders)
-from ._registry import create, list_models, register_model
+from sparks.models import resnet, vgg  # noqa: E402,F401  (registers the builders)
+from sparks.models._registry import create, list_models, register_model
 
 __all__ = ["create", "list_models", "register_model"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..activation import LearnableBias, RPReLU
-from ..layers import SubBitConv2d
-from ._registry import register_model
+from sparks.core.activation import LearnableBias, RPReLU
+from sparks.core.layers import SubBitConv2d
+from sparks.models._registry import register_model
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 

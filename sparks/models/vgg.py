@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..activation import LearnableBias, RPReLU
-from ..layers import SubBitConv2d
-from ._registry import register_model
-from .resnet import scaled
+from sparks.core.activation import LearnableBias, RPReLU
+from sparks.core.layers import SubBitConv2d
+from sparks.models._registry import register_model
+from sparks.models.resnet import scaled
 
 # (channels, max-pool after) of the five binary convs; the stem has 128 channels.
 _BINARY_CONVS = ((128, True), (256, False), (256, True), (512, False), (512, True))

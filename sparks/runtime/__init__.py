@@ -8,7 +8,7 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     # lazy, so that importing sparks.runtime.kernels alone does not pull in the engine
     if name == "PackedModel":
-        from .engine import PackedModel
+        from sparks.runtime.engine import PackedModel
 
         return PackedModel
     raise AttributeError(f"module 'sparks.runtime' has no attribute {name!r}")

@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit, prange
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..format import codeword_to_kernel, decode_subbit, validate
-from . import kernels, lut
+from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
+from sparks.runtime import kernels, lut
 
 
 @dataclass

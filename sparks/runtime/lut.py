@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, types
 
-from .kernels import WORD_BITS, _check_conv_args, ctpop_intrinsic
+from sparks.runtime.kernels import WORD_BITS, _check_conv_args, ctpop_intrinsic
 
 _popcount16 = ctpop_intrinsic(16, types.int16, types.uint16)  # uint16 -> int16 (VPOPCNTW with AVX512-BITALG)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import first_line
+from sparks.atomic import atomic_path
+from sparks.errors import SparksError, first_line
 
 FORMAT_VERSION = 1
 META_KEY = "sparks"  # safetensors metadata key holding our JSON
@@ -39,7 +39,7 @@ REAL_DTYPES = ("float32", "float16")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
-class SparksFormatError(ValueError):
+class SparksFormatError(SparksError, ValueError):
     """A ``.sparks`` file that cannot be used: truncated, corrupted, crafted, or of an unknown format version."""
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from .layers import SubBitConv2d
-from .methods import check_tau, get_method
+from sparks.core.layers import SubBitConv2d
+from sparks.core.methods import check_tau, get_method
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,6 @@ def _ineligible_reason(conv: nn.Conv2d) -> str | None:
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return f"padding {conv.padding!r}/{conv.padding_mode} unsupported"
     return None
-
-
-def subbit_layers(model: nn.Module) -> Iterator[tuple[str, SubBitConv2d]]:
-    """Yield ``(name, layer)`` for every :class:`SubBitConv2d` of ``model``, in module order."""
-    for name, module in model.named_modules():
-        if isinstance(module, SubBitConv2d):
-            yield name, module
 
 
 def convert(model: nn.Module, tau: int = 5, method: str = "sparks", skip: Iterable[str] = (),
@@ -90,7 +83,7 @@ def convert(model: nn.Module, tau: int = 5, method: str = "sparks", skip: Iterab
             report.skipped[name] = reason
             log.info("sparks.convert: leaving %s real-valued (%s)", name, reason)
             continue
-        _replace(model, name, _to_subbit(conv, tau, method, binary_activation, method_kwargs))
+        replace_module(model, name, _to_subbit(conv, tau, method, binary_activation, method_kwargs))
         report.converted.append(name)
     return model
 
@@ -108,30 +101,8 @@ def _to_subbit(conv: nn.Conv2d, tau: int, method: str, binary_activation: bool,
     return layer
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule called ``name`` (dotted path) of ``model``."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
-
-
-def reset_selection(model: nn.Module) -> None:
-    """Re-initialise every sub-bit layer's selection from its current latent weights (after loading step 1)."""
-    for _, layer in subbit_layers(model):
-        layer.reset_selection()
-
-
-def set_temperature(model: nn.Module, temperature: float) -> None:
-    """Set the Sinkhorn temperature of every learned selector of ``model`` (the training loop calls this)."""
-    for _, layer in subbit_layers(model):
-        selector = getattr(layer.quantizer, "selector", None)
-        if selector is not None:
-            selector.set_temperature(temperature)
-
-
-def selection_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the learned selections (Sparks scores, SNN codeword proxies) of every sub-bit layer.
-
-    They live on a different scale from the network weights: the training loop gives them their own learning rate
-    and no weight decay.
-    """
-    return [p for _, layer in subbit_layers(model) for p in layer.quantizer.parameters()]

@@ -24,10 +24,12 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .config import TrainConfig, make_config, save_yaml
-from .convert import set_temperature
-from .distributed import (
+from sparks.core.layers import set_temperature
+from sparks.core.selection import TemperatureSchedule
+from sparks.errors import UsageError
+from sparks.train import checkpoint as ckpt
+from sparks.train.config import TrainConfig, make_config, save_yaml
+from sparks.train.distributed import (
     DistInfo,
     all_finite,
     all_reduce_sum,
@@ -37,8 +39,6 @@ from .distributed import (
     gather_objects,
     init_distributed,
 )
-from .errors import UsageError
-from .selection import TemperatureSchedule
 
 # Options that may differ when resuming (where and how to run, not what to train).
 OPERATIONAL = ("out", "resume", "overwrite", "workers", "device", "threads", "progress", "stop_after", "eval_test",
@@ -65,7 +65,7 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> nn.Module:
     """The model the config describes (``sparks.models.create`` with the run's options)."""
-    from .models import create
+    from sparks.models import create
 
     extra = dict(cfg.method_args or {})
     if cfg.real_activations:
@@ -80,7 +80,7 @@ def param_groups(model: nn.Module, weight_decay: float, select_lr: float | None 
     The learned selections (``sparks.selection_parameters``) get their own group with learning rate ``select_lr``:
     their scores are O(1) and switch codewords by a margin, a different scale from the network weights.
     """
-    from .convert import selection_parameters
+    from sparks.core.layers import selection_parameters
 
     decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     selection = {id(p) for p in selection_parameters(model)} if select_lr is not None else set()
@@ -125,7 +125,7 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 def evaluate(model: nn.Module, dataset, cfg: TrainConfig, info: DistInfo) -> dict[str, float]:
     """Top-1/top-5 accuracy (%) and mean loss of ``model`` on ``dataset``; each rank takes every world_size-th
     example and the counts are summed, so the result is exact under DDP."""
-    from .data import build_loader
+    from sparks.train.data import build_loader
 
     if info.distributed:
         dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
@@ -244,9 +244,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training run; returns the last epoch's metrics and the model. See docs/training.md."""
-    from .data import DATASETS, build_datasets, build_loader
-    from .methods import check_tau, get_method
-    from .models import list_models
+    from sparks.core.methods import check_tau, get_method
+    from sparks.models import list_models
+    from sparks.train.data import DATASETS, build_datasets, build_loader
 
     # 1. Validate everything before touching --out.
     if not cfg.out:

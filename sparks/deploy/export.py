@@ -18,19 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from . import __version__
-from .activation import BinaryActivation, LearnableBias, RPReLU
-from .errors import first_line
-from .format import (
+from sparks import __version__
+from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU
+from sparks.core.codebook import KERNEL_SIZE, kernel_to_index
+from sparks.core.layers import SubBitConv2d
+from sparks.deploy.format import (
     CODE_BITS,
     FORMAT_VERSION,
-    SparksFormatError,
     index_bits,
     pack_bits,
-    read_sparks,
     write_sparks,
 )
-from .layers import SubBitConv2d
+from sparks.errors import first_line
 
 _LEAVES = (SubBitConv2d, nn.Conv2d, nn.BatchNorm2d, LearnableBias, RPReLU, nn.PReLU, nn.ReLU, nn.AvgPool2d,
            nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, BinaryActivation)
@@ -192,7 +191,7 @@ class _Builder:
             self.emit("sign", sign, src, f"{out}_sign", qual)
             self.conv(name, out, [f"{out}_sign"], qual, m, m.weight)
             return
-        codes = _kernel_codes(m.subcodebook())
+        codes = kernel_to_index(m.subcodebook().reshape(-1, KERNEL_SIZE, KERNEL_SIZE))
         n = codes.numel()
         self.subbit.append(m)
         tensors = {"codebook": pack_bits(codes.numpy(), CODE_BITS),
@@ -217,12 +216,6 @@ class _Builder:
         if avg:
             attrs["count_include_pad"] = bool(m.count_include_pad)
         self.emit("avgpool2d" if avg else "maxpool2d", name, src, out, qual, **attrs)
-
-
-def _kernel_codes(kernels: torch.Tensor) -> torch.Tensor:
-    """±1 kernels (n, 3, 3) → 9-bit codeword indices (n,)."""
-    bits = (kernels.reshape(-1, CODE_BITS) >= 0).to(torch.int64)
-    return (bits << torch.arange(CODE_BITS)).sum(1)
 
 
 def _json_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -295,18 +288,4 @@ def export(model: nn.Module, path: str | Path, *, half: bool = False, input_size
     return metadata
 
 
-def load(path: str | Path, runtime: str = "torch") -> Any:
-    """Load a ``.sparks`` file: ``runtime="torch"`` → an ``nn.Module`` (eval mode); ``"packed"`` → PackedModel."""
-    if runtime not in ("torch", "packed"):
-        raise ValueError(f"unknown runtime {runtime!r}; expected 'torch' or 'packed'")
-    metadata, tensors = read_sparks(path)
-    if runtime == "packed":
-        from .runtime import PackedModel
-
-        return PackedModel(metadata, tensors)
-    from .rebuild import torch_model
-
-    return torch_model(metadata, tensors)
-
-
-__all__ = ["export", "export_tables", "load", "SparksFormatError"]
+__all__ = ["export", "export_tables"]

@@ -17,8 +17,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .codebook import CODE_LENGTH, NUM_CODEWORDS, codeword_frequencies, full_codebook, kernel_to_index, nearest_codeword
-from .selection import GumbelSinkhornSelector, tangent_gradient
+from sparks.core.codebook import (
+    CODE_LENGTH,
+    NUM_CODEWORDS,
+    codeword_frequencies,
+    full_codebook,
+    kernel_to_index,
+    nearest_codeword,
+)
+from sparks.core.selection import GumbelSinkhornSelector, tangent_gradient
 
 METHODS: dict[str, type[WeightMethod]] = {}
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activation import BinaryActivation, LearnableBias, RPReLU, binary_sign
-from .format import SparksFormatError, codeword_to_kernel, decode_subbit
-from .layers import SubBitConv2d
+from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU, binary_sign
+from sparks.core.layers import SubBitConv2d
+from sparks.deploy.format import SparksFormatError, codeword_to_kernel, decode_subbit
 
 
 class ExportedSubBitConv2d(SubBitConv2d):
@@ -147,7 +147,7 @@ class GraphModel(nn.Module):
 
 def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.Module:
     """The PyTorch module of a validated file's (metadata, tensors), in eval mode."""
-    from .models import list_models
+    from sparks.models import list_models
 
     name = metadata["model_name"]
     model = _registered(metadata, tensors) if name is not None and name in list_models() else None
@@ -165,9 +165,9 @@ def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.
 
 def _registered(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.Module | None:
     """``create(model_name, **model_args)`` with the file's weights, or None if its graph is not the file's."""
-    from .convert import _replace
-    from .export import export_tables
-    from .models import create
+    from sparks.core.convert import replace_module
+    from sparks.deploy.export import export_tables
+    from sparks.models import create
 
     try:
         model = create(metadata["model_name"], **metadata["model_args"]).eval()
@@ -180,7 +180,7 @@ def _registered(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.
             return None
         try:
             if op["op"] == "subbit_conv2d" and isinstance(module, SubBitConv2d):
-                _replace(model, op["module"], _subbit(op, tensors, metadata["method"]))
+                replace_module(model, op["module"], _subbit(op, tensors, metadata["method"]))
             elif op["op"] == "conv2d" and isinstance(module, SubBitConv2d):  # method "float": real weights
                 if module.weight.shape != tensors[f"{op['name']}.weight"].shape:
                     return None

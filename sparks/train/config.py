@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError, first_line
+from sparks.errors import UsageError, first_line
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:

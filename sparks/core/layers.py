@@ -13,13 +13,15 @@ border output sums over the in-image taps only. The packed runtime reproduces th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activation import binary_sign
-from .codebook import KERNEL_SIZE
-from .methods import WeightMethod, channel_alpha, get_method
+from sparks.core.activation import binary_sign
+from sparks.core.codebook import KERNEL_SIZE
+from sparks.core.methods import WeightMethod, channel_alpha, get_method
 
 
 class SubBitConv2d(nn.Conv2d):
@@ -118,3 +120,33 @@ class SubBitConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, method={self.method}, tau={self.tau}"
+
+
+def subbit_layers(model: nn.Module) -> Iterator[tuple[str, SubBitConv2d]]:
+    """Yield ``(name, layer)`` for every :class:`SubBitConv2d` of ``model``, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, SubBitConv2d):
+            yield name, module
+
+
+def reset_selection(model: nn.Module) -> None:
+    """Re-initialise every sub-bit layer's selection from its current latent weights (after loading step 1)."""
+    for _, layer in subbit_layers(model):
+        layer.reset_selection()
+
+
+def set_temperature(model: nn.Module, temperature: float) -> None:
+    """Set the Sinkhorn temperature of every learned selector of ``model`` (the training loop calls this)."""
+    for _, layer in subbit_layers(model):
+        selector = getattr(layer.quantizer, "selector", None)
+        if selector is not None:
+            selector.set_temperature(temperature)
+
+
+def selection_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the learned selections (Sparks scores, SNN codeword proxies) of every sub-bit layer.
+
+    They live on a different scale from the network weights: the training loop gives them their own learning rate
+    and no weight decay.
+    """
+    return [p for _, layer in subbit_layers(model) for p in layer.quantizer.parameters()]

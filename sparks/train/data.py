@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
-from .errors import UsageError
+from sparks.errors import UsageError
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "cifar10", "imagefolder")
 DEFAULT_ROOTS: dict[str, str] = {

@@ -1,6 +1,6 @@
 """Time a ``.sparks`` model on the packed engine against its torch fp32 eager module (``sparks bench``).
 
-Per sub-bit layer: :func:`sparks.runtime.layerbench.bench_binary_layer` at the layer's shape (torch conv2d vs the
+Per sub-bit layer: :func:`sparks.bench.layerbench.bench_binary_layer` at the layer's shape (torch conv2d vs the
 dense xor-popcount kernel vs the codeword-reuse kernel). Whole model: ``load(runtime="torch")`` with float convs
 (:func:`float_baseline`) against ``load(runtime="packed")`` at each batch size, measured interleaved in one run
 (each timed call after an untimed one, so spinning worker threads of the previous variant do not steal the cores).
@@ -43,7 +43,8 @@ def float_baseline(model: Any) -> Any:
     import torch.nn.functional as F
     from torch import nn
 
-    from .convert import _replace, subbit_layers
+    from sparks.core.convert import replace_module
+    from sparks.core.layers import subbit_layers
 
     class SignConv(nn.Module):
         def __init__(self, layer: nn.Module) -> None:
@@ -56,7 +57,7 @@ def float_baseline(model: Any) -> Any:
             return F.conv2d(torch.where(x >= 0, 1.0, -1.0), self.weight, self.bias, self.stride, self.padding)
 
     for name, layer in list(subbit_layers(model)):
-        _replace(model, name, SignConv(layer))
+        replace_module(model, name, SignConv(layer))
     return model.eval()
 
 
@@ -87,10 +88,10 @@ def bench_model(path: str | Path, *, threads: int = 2, repeats: int = 10, warmup
     import numba
     import torch
 
-    from .complexity import subbit_bops
-    from .export import load
-    from .format import index_bits
-    from .runtime.layerbench import bench_binary_layer
+    from sparks.bench.layerbench import bench_binary_layer
+    from sparks.complexity import subbit_bops
+    from sparks.deploy.format import index_bits
+    from sparks.deploy.load import load
 
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)

@@ -25,7 +25,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .codebook import NUM_CODEWORDS, full_codebook
+from sparks.core.codebook import NUM_CODEWORDS, full_codebook
 
 
 def log_sinkhorn(log_alpha: torch.Tensor, n_iters: int = 20, row_log_mass: torch.Tensor | None = None) -> torch.Tensor:

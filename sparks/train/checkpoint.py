@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_path
-from .errors import UsageError, first_line
+from sparks.atomic import atomic_path
+from sparks.errors import UsageError, first_line
 
 FORMAT_VERSION = 1
 
@@ -94,7 +94,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_from_checkpoint(state: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Rebuild the checkpoint's model and load its weights (train mode, on CPU)."""
-    from .models import create
+    from sparks.models import create
 
     try:
         model = create(state["model_name"], **state.get("model_args", {}))
@@ -123,7 +123,7 @@ def load_init_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], sou
     (``.quantizer.``) must come from the source; ``UsageError`` names the first key that does not fit. The
     selections are then restarted from the loaded latent weights.
     """
-    from .convert import reset_selection
+    from sparks.core.layers import reset_selection
 
     target = model.state_dict()
     for key, value in state_dict.items():

@@ -1,0 +1,3 @@
+"""The method: the binary codebook, the Gumbel-Sinkhorn/PSTE selection, the weight methods (Sparks and its
+baselines), the sub-bit conv layer, and ``convert`` for any model. Data flows codebook → selection → methods →
+layers → convert."""

@@ -1,0 +1,5 @@
+"""Training: config, datasets, distributed set-up, checkpoints, and the two-step training loop."""
+
+from sparks.train.loop import TrainingDiverged, TrainResult, evaluate, train
+
+__all__ = ["TrainResult", "TrainingDiverged", "evaluate", "train"]
