@@ -227,8 +227,8 @@ def test_format_and_runtime_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, sparks, sparks.deploy.format, sparks.runtime, sparks.runtime.engine; sparks.runtime.PackedModel; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, sparks, sparks.deploy.format, sparks.runtime, sparks.runtime.engine; "
+            "sparks.runtime.PackedModel; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sparks.models import create
 from sparks.train import loop as train_mod
+from sparks.train import recipe
 from sparks.train.checkpoint import load_checkpoint
 from sparks.train.config import make_config
 
@@ -22,7 +23,7 @@ TINY = {"arch": "vgg_small", "width": 0.0625, "dataset": "fashion-mnist", "tau":
 
 def test_weight_decay_only_on_conv_and_fc_weights():
     model = create("vgg_small", num_classes=10, in_channels=1, width=0.0625, tau=5, method="sparks")
-    decay, no_decay = train_mod.param_groups(model, 1e-5)
+    decay, no_decay = recipe.param_groups(model, 1e-5)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for p in decay["params"])
     expected = sorted(n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
@@ -34,8 +35,8 @@ def test_weight_decay_only_on_conv_and_fc_weights():
 
 
 def test_lr_schedules():
-    linear = train_mod.lr_factor("linear", 100)
-    cosine = train_mod.lr_factor("cosine", 100)
+    linear = recipe.lr_factor("linear", 100)
+    cosine = recipe.lr_factor("cosine", 100)
     assert [linear(s) for s in (0, 50, 100, 120)] == [1.0, 0.5, 0.0, 0.0]
     assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
     assert cosine(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
@@ -53,11 +54,11 @@ def test_distillation_loss_matches_a_float64_reference():
     target = torch.randint(0, 10, (4,))
     p = teacher.double().softmax(1)
     kl = (p * (p.log() - student.double().log_softmax(1))).sum(1).mean()
-    assert train_mod.compute_loss(student, target, teacher, 0.0).item() == pytest.approx(kl.item(), rel=1e-5)
+    assert recipe.compute_loss(student, target, teacher, 0.0).item() == pytest.approx(kl.item(), rel=1e-5)
     ce = F.cross_entropy(student.double(), target)
-    mixed = train_mod.compute_loss(student, target, teacher, 0.3).item()
+    mixed = recipe.compute_loss(student, target, teacher, 0.3).item()
     assert mixed == pytest.approx((0.3 * ce + 0.7 * kl).item(), rel=1e-5)
-    assert train_mod.compute_loss(student, target, None, 0.0).item() == pytest.approx(ce.item(), rel=1e-5)
+    assert recipe.compute_loss(student, target, None, 0.0).item() == pytest.approx(ce.item(), rel=1e-5)
 
 
 def _weights(path):

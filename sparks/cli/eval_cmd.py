@@ -28,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparks.errors import UsageError
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from sparks.train.config import make_config
     from sparks.train.data import DATASETS, build_datasets
     from sparks.train.distributed import DistInfo, resolve_device
     from sparks.train.loop import evaluate
@@ -52,9 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if split is None:
         raise UsageError(f"dataset {dataset!r} has no {args.split} split"
                          + (" (pass --val-fraction)" if args.split == "val" else ""))
-    amp = stored.get("amp", "auto")
-    cfg = make_config({"batch_size": args.batch_size, "workers": args.workers, "amp": amp})
-    result = evaluate(model, split, cfg, DistInfo(device=device))
+    result = evaluate(model, split, batch_size=args.batch_size, workers=args.workers or 0,
+                      amp=stored.get("amp", "auto"), info=DistInfo(device=device))
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"], "n": result["n"]}))
     else:

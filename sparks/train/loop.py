@@ -1,33 +1,31 @@
 """The training loop: one- or two-step BNN recipe, distillation, DDP, checkpoints with exact resume.
 
 Read top to bottom: :func:`train` validates the whole configuration (data, model, checkpoints) before it touches the
-output directory, then runs epochs of :func:`train_one_epoch` and :func:`evaluate`, writing ``last.pt``/``best.pt``,
-``metrics.jsonl`` and finally ``curves.png``. Everything that varies between runs is a function of the seed, the
-epoch and the step, and every RNG state is checkpointed, so ``--resume`` continues exactly where a run stopped.
+output directory; :func:`setup_run` builds the model, optimiser and schedules into a :class:`Run`; then epochs of
+:func:`train_one_epoch` and :func:`evaluate`, each ending in :func:`end_epoch` (``last.pt``/``best.pt``,
+``metrics.jsonl``); finally ``curves.png``. Everything that varies between runs is a function of the seed, the epoch
+and the step, and every RNG state is checkpointed, so ``--resume`` continues exactly where a run stopped.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sparks.core.layers import set_temperature
 from sparks.core.selection import TemperatureSchedule
 from sparks.errors import UsageError
 from sparks.train import checkpoint as ckpt
+from sparks.train import monitor
 from sparks.train.config import TrainConfig, make_config, save_yaml
 from sparks.train.distributed import (
     DistInfo,
@@ -39,6 +37,7 @@ from sparks.train.distributed import (
     gather_objects,
     init_distributed,
 )
+from sparks.train.recipe import build_model, compute_loss, lr_factor, param_groups, seed_everything
 
 # Options that may differ when resuming (where and how to run, not what to train).
 OPERATIONAL = ("out", "resume", "overwrite", "workers", "device", "threads", "progress", "stop_after", "eval_test",
@@ -57,85 +56,54 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is left untouched."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@dataclass
+class Run:
+    """Everything one training run carries from step to step (built by :func:`setup_run`)."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    out: Path
+    data: Any  # sparks.train.data.Datasets
+    model: nn.Module  # unwrapped
+    net: nn.Module  # what the step calls: ``model`` or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    temps: TemperatureSchedule
+    teacher: nn.Module | None = None
+    epoch: int = 0
+    step: int = 0
+    best: float = -float("inf")
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def autocast(self) -> Any:
+        return autocast(self.cfg.amp, self.info.device)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> nn.Module:
-    """The model the config describes (``sparks.models.create`` with the run's options)."""
-    from sparks.models import create
-
-    extra = dict(cfg.method_args or {})
-    if cfg.real_activations:
-        extra["binary_activation"] = False
-    return create(cfg.arch, num_classes=num_classes, in_channels=in_channels, width=cfg.width, tau=cfg.tau,
-                  method=cfg.method, **extra)
-
-
-def param_groups(model: nn.Module, weight_decay: float, select_lr: float | None = None) -> list[dict[str, Any]]:
-    """Weight decay on conv/FC weights only; not on BN, biases, learnable shifts, PReLU or selector parameters.
-
-    The learned selections (``sparks.selection_parameters``) get their own group with learning rate ``select_lr``:
-    their scores are O(1) and switch codewords by a margin, a different scale from the network weights.
-    """
-    from sparks.core.layers import selection_parameters
-
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    selection = {id(p) for p in selection_parameters(model)} if select_lr is not None else set()
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
-              {"params": [p for p in params if id(p) not in decay and id(p) not in selection], "weight_decay": 0.0}]
-    if selection:
-        groups.append({"params": [p for p in params if id(p) in selection], "weight_decay": 0.0, "lr": select_lr})
-    return groups
-
-
-def lr_factor(schedule: str, total_steps: int):
-    """Multiplier of the base learning rate at a step: linear decay to 0, or cosine."""
-    def linear(step: int) -> float:
-        return max(0.0, 1.0 - step / max(1, total_steps))
-
-    def cosine(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-
-    return linear if schedule == "linear" else cosine
-
-
-def compute_loss(logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None,
-                 distill_alpha: float) -> torch.Tensor:
-    """Cross-entropy, or with a teacher ReActNet's distributional loss: KL between the teacher's and the student's
-    softmax (its gradient is that of the soft-target cross-entropy), mixed with CE by ``distill_alpha``."""
-    logits = logits.float()
-    if teacher_logits is None:
-        return F.cross_entropy(logits, target)
-    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_logits.float(), 1), log_target=True,
-                  reduction="batchmean")
-    return kl if distill_alpha == 0 else distill_alpha * F.cross_entropy(logits, target) + (1 - distill_alpha) * kl
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if device.type != "cuda" or cfg.amp == "off":
+def autocast(amp: str, device: torch.device) -> Any:
+    """The autocast context of an ``--amp`` setting: bf16/fp16 on CUDA, nothing otherwise."""
+    if device.type != "cuda" or amp == "off":
         return torch.autocast(device.type, enabled=False)
-    return torch.autocast("cuda", dtype=torch.float16 if cfg.amp == "fp16" else torch.bfloat16)
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, cfg: TrainConfig, info: DistInfo) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean loss of ``model`` on ``dataset``; each rank takes every world_size-th
-    example and the counts are summed, so the result is exact under DDP."""
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, workers: int = 0, amp: str = "off",
+             info: DistInfo | None = None) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean loss of ``model`` on ``dataset`` (on ``info.device``, CPU by default);
+    under DDP each rank takes every world_size-th example and the counts are summed, so the result is exact."""
     from sparks.train.data import build_loader
 
+    info = info or DistInfo()
     if info.distributed:
         dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
-    loader = build_loader(dataset, cfg.batch_size, train=False, workers=cfg.workers, seed=cfg.seed)
+    loader = build_loader(dataset, batch_size, train=False, workers=workers)
     was_training = model.training
     model.eval()
     correct1 = correct5 = loss_sum = total = 0.0
     for x, y in loader:
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-        with _autocast(cfg, info.device):
+        with autocast(amp, info.device):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -150,41 +118,41 @@ def evaluate(model: nn.Module, dataset, cfg: TrainConfig, info: DistInfo) -> dic
             "n": int(total)}
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, teacher, temps, cfg, info, epoch, step, out):
-    """One pass over ``loader``; returns (mean loss, accuracy %, global step). Stops on a NaN/Inf loss."""
-    raw = ckpt.unwrap(model)
-    model.train()
+def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, accuracy %) and advances ``run.step``. Stops on a NaN/Inf loss."""
+    cfg, info = run.cfg, run.info
+    run.net.train()
     loss_sum = correct = total = 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+    bar = tqdm(loader, desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                disable=not (info.is_main and cfg.progress and sys.stderr.isatty()))
     for x, y in bar:
-        set_temperature(raw, temps(step))
+        set_temperature(run.model, run.temps(run.step))
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-        with _autocast(cfg, info.device):
+        with run.autocast():
             teacher_logits = None
-            if teacher is not None:
+            if run.teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(x)
-            logits = model(x)
+                    teacher_logits = run.teacher(x)
+            logits = run.net(x)
             loss = compute_loss(logits, y, teacher_logits, cfg.distill_alpha)
         if not all_finite(loss, info):
-            last = Path(out) / "last.pt"
+            last = run.out / "last.pt"
             where = str(last) if last.exists() else "none written yet"
-            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1} step {step}; "
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {run.epoch + 1} step {run.step}; "
                                    f"last good checkpoint: {where}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
         batch_loss = loss.item()
         loss_sum += batch_loss * y.numel()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
         bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{100 * correct / max(total, 1):.1f}")
     loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], info)
-    return loss_sum / max(total, 1), 100.0 * correct / max(total, 1), step
+    return loss_sum / max(total, 1), 100.0 * correct / max(total, 1)
 
 
 def _load_teacher(state: dict[str, Any], path: str, device: torch.device) -> nn.Module:
@@ -207,46 +175,11 @@ def _resume_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
     return make_config({k: v for k, v in stored.items() if k in cfg.to_dict()})
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-
-
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch to a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    for split in ("val", "test"):
-        if rows and f"{split}_loss" in rows[0]:
-            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], label=split)
-    ax_acc.plot(epochs, [r["train_acc"] for r in rows], label="train")
-    for split in ("val", "test"):
-        if rows and f"{split}_acc" in rows[0]:
-            ax_acc.plot(epochs, [r[f"{split}_acc"] for r in rows], label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training run; returns the last epoch's metrics and the model. See docs/training.md."""
     from sparks.core.methods import check_tau, get_method
     from sparks.models import list_models
-    from sparks.train.data import DATASETS, build_datasets, build_loader
+    from sparks.train.data import DATASETS
 
     # 1. Validate everything before touching --out.
     if not cfg.out:
@@ -285,13 +218,19 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.set_num_threads(cfg.threads or threads)
     info = init_distributed(cfg.device)
     try:
-        return _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build_loader)
+        run = setup_run(cfg, out, info, state, init_state, teacher_state)
+        return fit(run)
     finally:
         cleanup()
         torch.set_num_threads(threads)
 
 
-def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build_loader) -> TrainResult:
+def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any] | None,
+              init_state: dict[str, Any] | None, teacher_state: dict[str, Any] | None) -> Run:
+    """Data, model (from ``init_state`` for step 2), optimiser, schedules; restored from ``state`` when resuming.
+    Writes nothing."""
+    from sparks.train.data import build_datasets, build_loader
+
     seed_everything(cfg.seed + info.rank)
     data = build_datasets(cfg.dataset, cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, seed=cfg.seed,
                           augment=cfg.augment, image_size=cfg.image_size)
@@ -310,99 +249,117 @@ def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=info.device.type == "cuda" and cfg.amp == "fp16")
     temps = TemperatureSchedule(cfg.temp_start, cfg.temp_end, total_steps, cfg.temp_schedule)
-    epoch = step = 0
-    best = -math.inf
-    rows: list[dict[str, Any]] = []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state.get("scaler") or {})
-        epoch, step, best = int(state["epoch"]), int(state["step"]), float(state["best_metric"])
-        rng = state.get("rng") or []
-        if len(rng) == info.world_size:
-            ckpt.set_rng_state(rng[info.rank])
-        else:
-            seed_everything(cfg.seed + info.rank + 7919 * epoch)
-            if info.is_main:
-                print(f"sparks train: note: checkpoint has RNG states for {len(rng)} processes, this run has "
-                      f"{info.world_size}; reseeding (the continuation is not bit-identical)", file=sys.stderr)
-        metrics_path = out / "metrics.jsonl"
-        if metrics_path.exists():
-            rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-            rows = [r for r in rows if r.get("epoch", 0) <= epoch]
-
-    # 2. Only now write into --out.
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
-        _write_metrics(out / "metrics.jsonl", rows)
-    writer = _tensorboard(out) if info.is_main else None
     net = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                   else None)
-    data_info = {"dataset": cfg.dataset, "num_classes": data.num_classes, "in_channels": data.in_channels,
-                 "input_size": list(data.input_size), "class_names": list(data.class_names)}
-    last_row: dict[str, Any] = rows[-1] if rows else {}
-    stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, epoch + cfg.stop_after)
-    while epoch < stop:
+    run = Run(cfg, info, out, data, model, net, optimizer, scheduler, scaler, temps, teacher)
+    if state is not None:
+        _restore(run, state)
+    return run
+
+
+def _restore(run: Run, state: dict[str, Any]) -> None:
+    """Continue from a checkpoint: weights, optimiser, schedules, counters, RNG state and the metric rows so far."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state.get("scaler") or {})
+    run.epoch, run.step, run.best = int(state["epoch"]), int(state["step"]), float(state["best_metric"])
+    info = run.info
+    rng = state.get("rng") or []
+    if len(rng) == info.world_size:
+        ckpt.set_rng_state(rng[info.rank])
+    else:
+        seed_everything(run.cfg.seed + info.rank + 7919 * run.epoch)
+        if info.is_main:
+            print(f"sparks train: note: checkpoint has RNG states for {len(rng)} processes, this run has "
+                  f"{info.world_size}; reseeding (the continuation is not bit-identical)", file=sys.stderr)
+    rows = monitor.read_metrics(run.out / "metrics.jsonl")
+    run.rows = [r for r in rows if r.get("epoch", 0) <= run.epoch]
+
+
+def fit(run: Run) -> TrainResult:
+    """The epochs of a set-up run, from ``run.epoch`` to the end (or ``--stop-after`` epochs)."""
+    from sparks.train.data import build_loader
+
+    cfg, info, out = run.cfg, run.info, run.out
+    # Only now write into --out.
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+        monitor.write_metrics(out / "metrics.jsonl", run.rows)
+    writer = monitor.tensorboard(out) if info.is_main else None
+    last_row: dict[str, Any] = run.rows[-1] if run.rows else {}
+    stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.epoch + cfg.stop_after)
+    while run.epoch < stop:
         start = time.time()
         # Shuffling is a function of (seed, epoch) only, so a resumed run sees the same batches.
-        loader = build_loader(data.train, cfg.batch_size, train=True, workers=cfg.workers,
-                              seed=cfg.seed * 100_003 + epoch, distributed=info.distributed)
+        loader = build_loader(run.data.train, cfg.batch_size, train=True, workers=cfg.workers,
+                              seed=cfg.seed * 100_003 + run.epoch, distributed=info.distributed)
         if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        temperature = temps(step)
-        train_loss, train_acc, step = train_one_epoch(net, loader, optimizer, scheduler, scaler, teacher, temps,
-                                                      cfg, info, epoch, step, out)
-        epoch += 1
-        broadcast_buffers(model, info)
-        row = {"epoch": epoch, "step": step, "lr": lr, "temp": temperature, "train_loss": train_loss,
-               "train_acc": train_acc}
-        for split in ("val", "test"):
-            dataset = getattr(data, split)
-            if dataset is not None and (split == "val" or cfg.eval_test):
-                result = evaluate(model, dataset, cfg, info)
-                row.update({f"{split}_loss": result["loss"], f"{split}_acc": result["top1"],
-                            f"{split}_top5": result["top5"]})
+            loader.sampler.set_epoch(run.epoch)
+        row = {"epoch": run.epoch + 1, "step": 0, "lr": run.optimizer.param_groups[0]["lr"],
+               "temp": run.temps(run.step)}
+        row["train_loss"], row["train_acc"] = train_one_epoch(run, loader)
+        run.epoch += 1
+        row["step"] = run.step
+        broadcast_buffers(run.model, info)
+        row.update(evaluate_splits(run))
         row["time"] = time.time() - start
-        metric = row.get("val_acc", row.get("test_acc", train_acc))
-        is_best = metric > best
-        best = max(best, metric)
-        rng = gather_objects(ckpt.rng_state(), info)  # collective: every rank takes part
-        if info.is_main:
-            state = {"format_version": ckpt.FORMAT_VERSION, "model_name": model.model_name,
-                     "model_args": dict(model.model_args), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_metric": best,
-                     "metric": metric, "rng": rng, "config": cfg.to_dict(), "data": data_info}
-            ckpt.save_checkpoint(state, out / "last.pt")
-            if is_best:
-                ckpt.save_checkpoint(state, out / "best.pt")
-            rows.append(row)
-            _write_metrics(out / "metrics.jsonl", rows)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(key, value, epoch)
-            print(f"epoch {epoch}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                             if k not in ("epoch", "step")), flush=True)
-        barrier(info)
+        end_epoch(run, row, writer)
         last_row = row
     if info.is_main:
-        if rows:
-            plot_curves(rows, out / "curves.png")
+        if run.rows:
+            monitor.plot_curves(run.rows, out / "curves.png")
         if writer is not None:
             writer.close()
-    return TrainResult(last_row, model)
+    return TrainResult(last_row, run.model)
 
 
-def _tensorboard(out: Path):
-    """A TensorBoard ``SummaryWriter`` on ``out/tb`` when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tb"))
+def evaluate_splits(run: Run) -> dict[str, float]:
+    """Validation (and, with ``--eval-test``, test) loss, top-1 and top-5 as metric-row entries."""
+    row: dict[str, float] = {}
+    for split in ("val", "test"):
+        dataset = getattr(run.data, split)
+        if dataset is not None and (split == "val" or run.cfg.eval_test):
+            result = evaluate(run.model, dataset, batch_size=run.cfg.batch_size, workers=run.cfg.workers,
+                              amp=run.cfg.amp, info=run.info)
+            row.update({f"{split}_loss": result["loss"], f"{split}_acc": result["top1"],
+                        f"{split}_top5": result["top5"]})
+    return row
+
+
+def checkpoint_state(run: Run, metric: float, rng: list[Any]) -> dict[str, Any]:
+    """The checkpoint dict of a run at the end of an epoch (see docs/training.md)."""
+    data = run.data
+    data_info = {"dataset": run.cfg.dataset, "num_classes": data.num_classes, "in_channels": data.in_channels,
+                 "input_size": list(data.input_size), "class_names": list(data.class_names)}
+    return {"format_version": ckpt.FORMAT_VERSION, "model_name": run.model.model_name,
+            "model_args": dict(run.model.model_args), "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "epoch": run.epoch, "step": run.step, "best_metric": run.best,
+            "metric": metric, "rng": rng, "config": run.cfg.to_dict(), "data": data_info}
+
+
+def end_epoch(run: Run, row: dict[str, Any], writer: Any) -> None:
+    """Decide best, write last.pt (and best.pt), append the metrics row, log. Collective under DDP."""
+    metric = row.get("val_acc", row.get("test_acc", row["train_acc"]))
+    is_best = metric > run.best
+    run.best = max(run.best, metric)
+    rng = gather_objects(ckpt.rng_state(), run.info)  # collective: every rank takes part
+    if run.info.is_main:
+        state = checkpoint_state(run, metric, rng)
+        ckpt.save_checkpoint(state, run.out / "last.pt")
+        if is_best:
+            ckpt.save_checkpoint(state, run.out / "best.pt")
+        run.rows.append(row)
+        monitor.write_metrics(run.out / "metrics.jsonl", run.rows)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, run.epoch)
+        print(f"epoch {run.epoch}/{run.cfg.epochs}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step") and isinstance(v, (int, float))),
+            flush=True)
+    barrier(run.info)

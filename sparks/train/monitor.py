@@ -1,0 +1,55 @@
+"""What a run reports as it goes: the metrics.jsonl rows, curves.png and (when installed) TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sparks.atomic import atomic_path
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write all metric rows, one JSON object a line, atomically (a kill leaves the old or the new file)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl file ([] when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Loss and accuracy per epoch to a PNG (matplotlib, Agg backend). Rows may differ in their keys (a resumed
+    run may evaluate other splits): each curve uses the rows that have its key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, suffix in ((ax_loss, "loss"), (ax_acc, "acc")):
+        for split in ("train", "val", "test"):
+            points = [(r["epoch"], r[f"{split}_{suffix}"]) for r in rows if f"{split}_{suffix}" in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=split)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def tensorboard(out: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``out/tb`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
