@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "folder, JOBS at a time), append one CSV row per finished run, then regenerate the report "
                     "section of the grid's doc and its plots from the CSV. See docs/experiments.md.")
     parser.add_argument("grid", metavar="GRID.yaml", help="grid file")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each a process) [default: 1]")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time, each a process; 0: one at a time in this process [default: 1]")
     parser.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from the CSV")
     parser.add_argument("--no-report", action="store_true", help="run, but do not rewrite the doc and plots")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")

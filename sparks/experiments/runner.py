@@ -22,7 +22,7 @@ from typing import Any
 from sparks.errors import UsageError
 from sparks.experiments.ledger import append_rows, finished_hashes
 from sparks.experiments.spec import ONE_TAU_METHODS, GridSpec, RunSpec, expand, file_digest, step1_path
-from sparks.experiments.worker import RESULT_FILE, RUN_FILE
+from sparks.experiments.worker import RESULT_FILE, RUN_FILE, run_one
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,19 +56,27 @@ def _worker_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def _launch(run_dir: Path, info: dict[str, Any], threads: int | None) -> bool:
-    """Write ``run.json`` and run the worker on it (output to ``run_dir/log.txt``); True when it succeeded."""
+def _launch(run_dir: Path, info: dict[str, Any], threads: int | None, in_process: bool = False) -> bool:
+    """Write ``run.json`` and run the worker on it, as a subprocess with its output in ``run_dir/log.txt`` or, with
+    ``in_process``, in this process (tests, debugging); True when it succeeded."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_FILE).write_text(json.dumps(info, indent=1, default=str) + "\n")
     with open(run_dir / "log.txt", "a") as log:
         log.write(f"--- {datetime.now(timezone.utc).isoformat(timespec='seconds')} start\n")
         log.flush()
+        if in_process:
+            try:
+                run_one(run_dir)
+            except Exception as err:  # noqa: BLE001 - a failed run is reported and the grid goes on
+                log.write(f"error: {type(err).__name__}: {err}\n")
+                return False
+            return True
         proc = subprocess.run([sys.executable, "-m", "sparks.experiments.worker", str(run_dir)], stdout=log,
                               stderr=subprocess.STDOUT, env=_worker_env(threads), cwd=str(PACKAGE_ROOT))
     return proc.returncode == 0
 
 
-def ensure_step1(spec: GridSpec, log: Callable[[str], None] = print) -> dict[int, str]:
+def ensure_step1(spec: GridSpec, log: Callable[[str], None] = print, in_process: bool = False) -> dict[int, str]:
     """seed → digest of the step-1 checkpoint each seed starts from; trains a missing one when ``step1.train``
     says how (into the checkpoint's folder, which must then be named ``.../last.pt``)."""
     digests: dict[int, str] = {}
@@ -82,7 +90,7 @@ def ensure_step1(spec: GridSpec, log: Callable[[str], None] = print) -> dict[int
             step1_seed = seed if "{seed}" in spec.step1_checkpoint else spec.step1_train.get("seed", 0)
             config = {**spec.train, "method": "float", **spec.step1_train, "seed": step1_seed}
             log(f"step 1: training {path} ({config.get('epochs')} epochs, method {config['method']})")
-            if not _launch(path.parent, {"run_hash": "step1", "config": config}, config.get("threads")):
+            if not _launch(path.parent, {"run_hash": "step1", "config": config}, config.get("threads"), in_process):
                 raise UsageError(f"step-1 training failed; see {path.parent / 'log.txt'}")
         digests[seed] = file_digest(path)
     return digests
@@ -113,14 +121,15 @@ def _recorded_result(run_dir: Path, run: RunSpec) -> dict[str, Any] | None:
 def run_grid(spec: GridSpec, jobs: int = 1, labels: list[str] | None = None, taus: list[int] | None = None,
              seeds: list[int] | None = None, dry_run: bool = False,
              log: Callable[[str], None] = print) -> GridOutcome:
-    """Run the grid's unrecorded runs (filtered by label/τ/seed), ``jobs`` worker processes at a time."""
-    if jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    """Run the grid's unrecorded runs (filtered by label/τ/seed), ``jobs`` worker processes at a time; ``jobs=0``
+    runs them one after the other in this process (tests, debugging)."""
+    if jobs < 0:
+        raise UsageError(f"--jobs must be >= 0, got {jobs}")
     if dry_run:
         digests = {s: file_digest(step1_path(spec, s)) if step1_path(spec, s).is_file() else "missing"
                    for s in spec.seeds}
     else:
-        digests = ensure_step1(spec, log)
+        digests = ensure_step1(spec, log, in_process=jobs == 0)
     runs = select(expand(spec, digests), labels, taus, seeds)
     if not runs:
         raise UsageError(f"grid {spec.name}: no run matches the --methods/--taus/--seeds filters")
@@ -155,7 +164,7 @@ def run_grid(spec: GridSpec, jobs: int = 1, labels: list[str] | None = None, tau
             start = time.time()
             with lock:
                 log(f"start  {name} -> {run_dir}")
-            ok = _launch(run_dir, asdict(run), run.config.get("threads"))
+            ok = _launch(run_dir, asdict(run), run.config.get("threads"), in_process=jobs == 0)
             result = _recorded_result(run_dir, run) if ok else None
             if result is None:
                 with lock:
@@ -170,6 +179,6 @@ def run_grid(spec: GridSpec, jobs: int = 1, labels: list[str] | None = None, tau
             outcome.recorded.append(name)
             log(f"done   {name}: val top-1 {result['val_top1']:.2f} ({elapsed:.0f} s)")
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         list(pool.map(one, pending))
     return outcome
