@@ -128,6 +128,9 @@ def run_grid(spec: GridSpec, jobs: int = 1, labels: list[str] | None = None, tau
     if dry_run:
         digests = {s: file_digest(step1_path(spec, s)) if step1_path(spec, s).is_file() else "missing"
                    for s in spec.seeds}
+        for path in sorted({str(step1_path(spec, s)) for s, d in digests.items() if d == "missing"}):
+            log(f"step 1: {path} is missing; it would be trained first" if spec.step1_train is not None
+                else f"step 1: {path} is missing and the grid has no step1.train: the grid cannot run")
     else:
         digests = ensure_step1(spec, log, in_process=jobs == 0)
     runs = select(expand(spec, digests), labels, taus, seeds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
 
     def resolve(value: Any) -> Path:
         p = Path(str(value)).expanduser()
-        return p if p.is_absolute() else base / p
+        return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
     name = str(raw.get("name") or path.stem)
     train = _check_options(dict(raw.get("train") or {}), f"grid file {path}: train")
