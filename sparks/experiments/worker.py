@@ -85,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m sparks.experiments.worker RUN_DIR", file=sys.stderr)
         return 2
+    from sparks.train.loop import TrainingDiverged
+
     start = time.time()
     try:
         result = run_one(argv[0])
     except (SparksError, ValueError, FileNotFoundError) as err:
         print(f"sparks sweep worker: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"sparks sweep worker: error: {err}", file=sys.stderr)
+        return 1
     print(f"finished in {time.time() - start:.0f} s: val top-1 {result['val_top1']}", flush=True)
     return 0
 

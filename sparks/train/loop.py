@@ -293,9 +293,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build_loader) -> TrainResult:
     seed_everything(cfg.seed + info.rank)
-    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    data = build_datasets(cfg.dataset, cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, seed=split_seed,
-                          augment=cfg.augment, image_size=cfg.image_size)
+    data = build_datasets(cfg.dataset, cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, augment=cfg.augment,
+                          seed=cfg.seed if cfg.split_seed is None else cfg.split_seed, image_size=cfg.image_size)
     model = build_model(cfg, data.num_classes, data.in_channels)
     if init_state is not None:
         ckpt.load_init_weights(model, init_state["model"], cfg.init_from)
