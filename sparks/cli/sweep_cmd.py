@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sparks.errors import UsageError
 
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--csv", help="results CSV instead of the grid file's")
     parser.add_argument("--runs-dir", help="folder of the run folders instead of the grid file's")
     parser.add_argument("--step1", metavar="CHECKPOINT", help="step-1 checkpoint instead of the grid file's")
+    parser.add_argument("--doc", help="markdown file for the report instead of the grid file's (plots beside it)")
     parser.add_argument("--data", help="dataset folder instead of the grid file's")
     parser.add_argument("--device", help="training device instead of the grid file's (cpu, cuda, ...)")
     parser.set_defaults(func=run)
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report_only and (args.dry_run or args.no_report):
         raise UsageError("--report-only cannot be combined with --dry-run or --no-report")
-    spec = load_grid(args.grid, {"csv": args.csv, "runs_dir": args.runs_dir, "step1": args.step1,
-                                 "data": args.data, "device": args.device})
+    paths = {key: None if value is None else str(Path(value).resolve())  # relative to here, not to the grid file
+             for key, value in (("csv", args.csv), ("runs_dir", args.runs_dir), ("step1", args.step1),
+                                ("data", args.data), ("doc", args.doc))}
+    spec = load_grid(args.grid, {**paths, "device": args.device})
     status = 0
     if not args.report_only:
         outcome = run_grid(spec, jobs=args.jobs, labels=args.methods, taus=args.taus, seeds=args.seeds,

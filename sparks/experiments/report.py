@@ -113,7 +113,10 @@ def render(name: str, rows: list[dict[str, Any]], left_out: int, compare: Sequen
               "95 % confidence interval from the t-distribution with n − 1 degrees of freedom; `–` where n < 2):", "",
               "| A − B | τ | pairs | mean | 95 % CI | p | target | mean ≥ target |",
               "|---|---|---|---|---|---|---|---|"]
-    for c in comparisons(rows, compare):
+    pairs = comparisons(rows, compare)
+    if not pairs:
+        lines.append("| no pairs yet (both methods at one τ with one seed in common) | | | | | | | |")
+    for c in pairs:
         d = c["diff"]
         ci = "–" if math.isnan(d.low) else f"[{d.low:+.2f}, {d.high:+.2f}]"
         p = "–" if math.isnan(d.p_value) else f"{d.p_value:.3f}"

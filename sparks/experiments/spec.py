@@ -128,7 +128,8 @@ def _int_list(raw: Any, key: str, path: Path) -> list[int]:
 
 
 def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> GridSpec:
-    """Parse and check a grid file. ``overrides``: csv, runs_dir, step1 (checkpoint path), data, device."""
+    """Parse and check a grid file. ``overrides``: csv, runs_dir, step1 (checkpoint path), data, device, doc (the
+    plots then go beside it)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"grid file {path} does not exist")
@@ -178,7 +179,9 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         raise UsageError(f"grid file {path}: compare must be a list of {{a: LABEL, b: LABEL, target: POINTS}}")
     return GridSpec(
         name=name, path=path, csv=resolve(overrides.get("csv", raw.get("csv", f"{name}.csv"))),
-        doc=resolve(raw.get("doc", "results.md")), plots=resolve(raw.get("plots", name)),
+        doc=resolve(overrides.get("doc", raw.get("doc", "results.md"))),
+        plots=resolve(raw.get("plots", name)) if "doc" not in overrides
+        else resolve(overrides["doc"]).parent / Path(str(raw.get("plots", name))).name,
         runs_dir=resolve(overrides.get("runs_dir", raw.get("runs_dir", f"runs_{name}"))), train=train,
         step1_checkpoint=str(checkpoint if Path(str(checkpoint)).is_absolute() else resolve(checkpoint)),
         step1_train=step1_train, taus=_int_list(raw.get("taus", [5]), "taus", path),
