@@ -158,10 +158,13 @@ def test_tiny_cifar10_grid_end_to_end_resumes(tmp_path, capsys):
     data = _write_cifar_fixture(tmp_path / "cifar")
     path = _grid_file(tmp_path, data)
     results = tmp_path / "docs" / "results" / "tiny.csv"
-    # Seed 0 as worker subprocesses (step 1 first, trained by the grid), then the rest in this process (--jobs 0):
-    # a grid stopped after some runs and finished later.
-    assert cli_main(["sweep", str(path), "--jobs", "2", "--seeds", "0", "--no-report"]) == 0
+    # A grid run in parts, as when it is stopped and finished later: seed 0 in this process (--jobs 0; step 1 is
+    # trained by the grid first), one run as a worker subprocess (the normal path; one only, as each process start
+    # costs seconds), then the rest.
+    assert cli_main(["sweep", str(path), "--jobs", "0", "--seeds", "0", "--no-report"]) == 0
     assert sorted(r["label"] for r in ledger.read_rows(results)) == ["random", "topn"]
+    assert cli_main(["sweep", str(path), "--jobs", "2", "--seeds", "1", "--methods", "topn", "--no-report"]) == 0
+    assert "epoch 1/1" in next((tmp_path / "runs").glob("topn_t4_s1_*/log.txt")).read_text()
     assert cli_main(["sweep", str(path), "--jobs", "0"]) == 0
     rows = ledger.read_rows(results)
     assert sorted((r["label"], r["tau"], r["seed"]) for r in rows) == [("random", 4, 0), ("random", 4, 1),
