@@ -154,7 +154,17 @@ def test_grid_expansion_hashes_and_unknown_methods(tmp_path):
         spec.load_grid(path)
 
 
-def test_tiny_cifar10_grid_end_to_end_resumes(tmp_path, capsys):
+def test_tiny_cifar10_grid_end_to_end_resumes(tmp_path, capsys, monkeypatch):
+    from sparks.train import data as data_module
+
+    split_seeds = []
+    build = data_module.build_datasets
+
+    def recording_build(*args, **kwargs):
+        split_seeds.append(kwargs["seed"])
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "build_datasets", recording_build)
     data = _write_cifar_fixture(tmp_path / "cifar")
     path = _grid_file(tmp_path, data)
     results = tmp_path / "docs" / "results" / "tiny.csv"
@@ -166,6 +176,8 @@ def test_tiny_cifar10_grid_end_to_end_resumes(tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--jobs", "2", "--seeds", "1", "--methods", "topn", "--no-report"]) == 0
     assert "epoch 1/1" in next((tmp_path / "runs").glob("topn_t4_s1_*/log.txt")).read_text()
     assert cli_main(["sweep", str(path), "--jobs", "0"]) == 0
+    # Every in-process run (seeds 0 and 1, and step 1) held out seed 0's validation split (split_seed: 0).
+    assert split_seeds == [0, 0, 0, 0]
     rows = ledger.read_rows(results)
     assert sorted((r["label"], r["tau"], r["seed"]) for r in rows) == [("random", 4, 0), ("random", 4, 1),
                                                                        ("topn", 4, 0), ("topn", 4, 1)]
