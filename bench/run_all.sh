@@ -12,3 +12,4 @@ run .venv/bin/python bench/train_throughput.py --steps 8 --warmup 2
 run .venv/bin/python bench/runtime_layers.py
 run .venv/bin/python bench/runtime.py
 run .venv/bin/python bench/loader_throughput.py --data "${CIFAR_DIR:-/tmp/cifar}"
+run .venv/bin/python bench/grid_budget.py

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sparks.errors import UsageError
 
 # Subcommand modules, in the order ``sparks --help`` lists them; a module missing here is simply not offered.
-SUBCOMMANDS = ("train", "eval", "models", "summary", "analyze", "export", "run", "bench")
+SUBCOMMANDS = ("train", "eval", "models", "summary", "analyze", "export", "run", "bench", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     pick = {name: getattr(args, name) if getattr(args, name) is not None else stored.get(name)
             for name in ("data", "val_fraction", "seed", "subset")}
+    if args.seed is None and stored.get("split_seed") is not None:
+        pick["seed"] = stored["split_seed"]  # the run's validation split was drawn with split_seed, not its seed
     if args.data is not None and not Path(args.data).is_dir():
         raise UsageError(f"data directory {args.data} does not exist")
     device = resolve_device(args.device)

@@ -52,6 +52,8 @@ class TrainConfig:
                               const="auto")
     overwrite: bool = _opt(False, "allow starting a fresh run in an --out that already holds one")
     val_fraction: float = _opt(0.0, "fraction of the training set held out for validation")
+    split_seed: int | None = _opt(None, "seed of the validation split (default: --seed); fix it so that runs of "
+                                  "several seeds share one split, the one step 1 trained on")
     subset: int | None = _opt(None, "use only the first N training (and test) examples")
     image_size: int = _opt(224, "input size for imagefolder datasets")
     augment: bool = _opt(True, "training augmentation (--no-augment to disable)")

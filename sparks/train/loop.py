@@ -232,8 +232,8 @@ def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any]
     from sparks.train.data import build_datasets, build_loader
 
     seed_everything(cfg.seed + info.rank)
-    data = build_datasets(cfg.dataset, cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, seed=cfg.seed,
-                          augment=cfg.augment, image_size=cfg.image_size)
+    data = build_datasets(cfg.dataset, cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, augment=cfg.augment,
+                          seed=cfg.seed if cfg.split_seed is None else cfg.split_seed, image_size=cfg.image_size)
     model = build_model(cfg, data.num_classes, data.in_channels)
     if init_state is not None:
         ckpt.load_init_weights(model, init_state["model"], cfg.init_from)
