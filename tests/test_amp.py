@@ -1,0 +1,54 @@
+"""Mixed precision keeps the binary forward exact: under bf16 autocast a sub-bit layer's ±1 convolution sums are the
+exact integers and α is applied in fp32, bit for bit the fp32 layer (and so the exported model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparks.core.activation import binary_sign
+from sparks.core.layers import SubBitConv2d
+
+
+def exact_reference(layer: SubBitConv2d, x: torch.Tensor) -> torch.Tensor:
+    """α ⊙ (integer ±1 sums computed in float64), rounded once to fp32: what an exact binary forward returns."""
+    with torch.no_grad():
+        kernels = layer.subcodebook()[layer.kernel_indices()].double()
+        sums = F.conv2d(binary_sign(x).double(), kernels, padding=1)
+        assert torch.equal(sums, sums.round())
+        return sums.float() * layer.alpha().view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("method", ["sign", "sparks"])
+def test_bf16_autocast_binary_sums_are_exact(method):
+    torch.manual_seed(0)
+    layer = SubBitConv2d(64, 8, tau=5, method=method)  # 576 terms per output: sums far beyond bf16's 256
+    with torch.no_grad():
+        layer.weight.add_(0.05)  # mostly +1 kernels and inputs: large sums, many not representable in bf16
+    layer.reset_selection()
+    x = torch.randn(2, 64, 6, 6, generator=torch.Generator().manual_seed(1)) + 1.5
+    reference = exact_reference(layer, x)
+    for mode in ("eval", "train"):
+        getattr(layer, mode)()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        assert out.dtype == torch.float32
+        assert torch.equal(out, reference), mode
+    # The fixture does exercise the problem: a plain bf16 convolution of the same ±1 operands rounds the sums.
+    kernels = layer.subcodebook()[layer.kernel_indices()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        naive = F.conv2d(binary_sign(x), kernels, padding=1)
+    assert naive.dtype == torch.bfloat16
+    assert (naive.float() * layer.alpha().view(1, -1, 1, 1) != reference).any()
+
+
+def test_bf16_autocast_training_step_reaches_the_selection_scores():
+    torch.manual_seed(0)
+    layer = SubBitConv2d(16, 8, tau=4, method="sparks").train()
+    x = torch.randn(2, 16, 5, 5, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = layer(x).square().mean()
+    loss.backward()
+    scores = layer.quantizer.selector.scores
+    assert scores.grad is not None and scores.grad.dtype == torch.float32 and scores.grad.abs().sum() > 0
