@@ -52,3 +52,24 @@ def test_bf16_autocast_training_step_reaches_the_selection_scores():
     loss.backward()
     scores = layer.quantizer.selector.scores
     assert scores.grad is not None and scores.grad.dtype == torch.float32 and scores.grad.abs().sum() > 0
+
+
+def test_device_options_on_the_cpu(tmp_path, fashion_mnist_root, capsys):
+    """bf16 autocast and channels-last run on the CPU; fp16 (CUDA-only loss scaling) is refused in one line."""
+    from sparks.cli import main
+    from sparks.train.checkpoint import load_checkpoint
+
+    base = ["train", "--arch", "vgg_small", "--width", "0.0625", "--data", str(fashion_mnist_root), "--subset", "64",
+            "--batch-size", "32", "--epochs", "1", "--workers", "0", "--no-eval-test", "--threads", "1",
+            "--no-progress", "--device", "cpu"]
+    out = tmp_path / "bf16"
+    assert main([*base, "--amp", "bf16", "--channels-last", "--out", str(out)]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["config"]["amp"] == "bf16" and state["config"]["channels_last"] is True
+    assert all(v.dtype != torch.bfloat16 for v in state["model"].values())  # weights stay fp32
+    capsys.readouterr()
+    out = tmp_path / "fp16"
+    assert main([*base, "--amp", "fp16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--amp fp16 needs a CUDA device" in err[0]
+    assert not out.exists()

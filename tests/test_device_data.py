@@ -90,3 +90,25 @@ def test_auto_on_off(tmp_path):
 @NEEDS_CUDA
 def test_cuda_batches_match_the_cpu_loader():
     assert_same_batches(synthetic(), "cuda", 64, seed=11)
+
+
+def tiny_run(data_root, out, *extra):
+    from sparks.cli import main
+
+    args = ["train", "--arch", "vgg_small", "--width", "0.0625", "--data", str(data_root), "--subset", "192",
+            "--batch-size", "64", "--epochs", "2", "--workers", "0", "--no-eval-test", "--threads", "1",
+            "--val-fraction", "0.005", "--no-progress", "--out", str(out), *extra]
+    assert main(args) == 0
+    from sparks.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(out / "last.pt")
+
+
+def test_training_on_device_data_is_the_same_run(tmp_path, fashion_mnist_root):
+    """--data-on-device on (here on the CPU) trains exactly the run of the DataLoader path: same weights."""
+    loader = tiny_run(fashion_mnist_root, tmp_path / "loader", "--data-on-device", "off")
+    device = tiny_run(fashion_mnist_root, tmp_path / "device", "--data-on-device", "on")
+    assert loader["step"] == device["step"] == 6
+    for key, value in loader["model"].items():
+        assert torch.equal(value, device["model"][key]), key
+    assert (tmp_path / "loader" / "metrics.jsonl").read_text().count("train_loss") == 2
