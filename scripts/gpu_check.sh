@@ -20,6 +20,7 @@ PY=${PYTHON:-python3}
 TMP=${TMPDIR:-/tmp}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 start=$(date +%s)
+mkdir -p "$TMP"
 
 if [ -f "$DATA/cifar-10-batches-py/data_batch_1" ] || [ -f "$DATA/data_batch_1" ]; then
     CIFAR=$DATA
