@@ -73,3 +73,37 @@ def test_device_options_on_the_cpu(tmp_path, fashion_mnist_root, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--amp fp16 needs a CUDA device" in err[0]
     assert not out.exists()
+
+
+def test_compile_option_wraps_the_training_model(tmp_path, fashion_mnist_root, monkeypatch, capsys):
+    """--compile hands the training model to torch.compile (recorded here: a real CPU compile takes minutes, see
+    docs/benchmarks.md) and is refused in one line where it cannot work."""
+    import sparks.train.device_options as device_options
+    from sparks.cli import main
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(net) or net)
+    base = ["train", "--arch", "vgg_small", "--width", "0.0625", "--data", str(fashion_mnist_root), "--subset", "64",
+            "--batch-size", "32", "--epochs", "1", "--workers", "0", "--no-eval-test", "--threads", "1",
+            "--no-progress", "--device", "cpu", "--compile"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "VGGSmall"
+    monkeypatch.setattr(device_options.shutil, "which", lambda name: None)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--compile on the CPU needs a C++ compiler" in err[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_bf16_forward_matches_eager():
+    from sparks.models import create
+
+    torch.manual_seed(0)
+    model = create("vgg_small", width=0.0625, tau=5, method="sparks").cuda().eval()
+    x = torch.randn(4, 3, 32, 32, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = model(x).float()
+        compiled = torch.compile(model)(x).float()
+    torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=2e-2)
