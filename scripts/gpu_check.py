@@ -1,6 +1,10 @@
 """The measuring half of scripts/gpu_check.sh: train throughput per weight method, then a time-budgeted CIFAR-10
 two-step run (float step 1, Sparks τ = 5 step 2), all figures written to one JSON file.
 
+Variants measured: float (step 1), sign (1-bit), sparks (the selector as it is: per-layer Sinkhorn and Hungarian)
+and sparks_batched (one Sinkhorn for all layers per step, sparks.core.batched_selection, and one batched Hungarian
+after the optimiser step, sparks.core.assignment: the proposed integration, patched in here).
+
 Usage: python scripts/gpu_check.py --data CIFAR_DIR --json OUT.json [--tests-summary "N passed ..."]
 
 Environment overrides (for a CPU dry run, or another budget): GPU_CHECK_DEVICE (cuda), GPU_CHECK_WIDTH (1),
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sparks.core.assignment import refresh_selections
+from sparks.core.batched_selection import stacked_soft_codewords
 from sparks.core.layers import subbit_layers
 from sparks.core.selection import pste
 from sparks.models import create
@@ -39,12 +44,28 @@ def env(name: str, default: str) -> str:
     return os.environ.get(f"GPU_CHECK_{name}", default)
 
 
-def forward_from_refreshed_selection(self: torch.nn.Module) -> torch.Tensor:
-    """A selector forward whose hard selection is the ``selected`` buffer, refreshed after each optimiser step by
-    one batched call (sparks.core.assignment.refresh_selections): the design the integrator wires in."""
+def forward_from_batched_selection(self: torch.nn.Module) -> torch.Tensor:
+    """A selector forward that takes its soft codewords from the model-level batched Sinkhorn (``_soft``, set by a
+    forward pre-hook) and its hard selection from ``selected``, refreshed after each optimiser step by one batched
+    call (sparks.core.assignment.refresh_selections): the design proposed to the integrator."""
     if not (self.training and torch.is_grad_enabled() and self.scores.requires_grad):
         return self._codebook[self.selected]
-    return pste(self.soft_permutation() @ self._codebook, self._codebook[self.selected])
+    return pste(self._soft, self._codebook[self.selected])
+
+
+def batch_selectors(model: torch.nn.Module) -> list:
+    """Patch every Sparks selector of ``model`` to the batched design; returns the selectors."""
+    selectors = [layer.quantizer.selector for _, layer in subbit_layers(model)]
+    for sel in selectors:
+        sel.forward = types.MethodType(forward_from_batched_selection, sel)
+
+    def stash(module: torch.nn.Module, args: tuple) -> None:
+        if module.training and torch.is_grad_enabled():
+            for sel, soft in zip(selectors, stacked_soft_codewords(selectors), strict=True):
+                sel._soft = soft
+
+    model.register_forward_pre_hook(stash)
+    return selectors
 
 
 class TrainStep:
@@ -55,12 +76,7 @@ class TrainStep:
         method = "sparks" if variant.startswith("sparks") else variant
         self.model = create("resnet18_cifar", width=width, method=method, tau=9 if method == "sign" else 5)
         self.model.to(device).to(memory_format=torch.channels_last).train()
-        self.selectors = []
-        if variant == "sparks_batched":
-            for _, layer in subbit_layers(self.model):
-                sel = layer.quantizer.selector
-                sel.forward = types.MethodType(forward_from_refreshed_selection, sel)
-                self.selectors.append(sel)
+        self.selectors = batch_selectors(self.model) if variant == "sparks_batched" else []
         gen = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, 3, 32, 32, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, 10, (batch,), generator=gen).to(device)
