@@ -9,7 +9,7 @@ Usage: python scripts/gpu_check.py --data CIFAR_DIR --json OUT.json [--tests-sum
 
 Environment overrides (for a CPU dry run, or another budget): GPU_CHECK_DEVICE (cuda), GPU_CHECK_WIDTH (1),
 GPU_CHECK_BATCH (256), GPU_CHECK_STEPS (timed steps per round, 20), GPU_CHECK_ROUNDS (3), GPU_CHECK_BUDGET_S
-(seconds for the two training runs, 300), GPU_CHECK_EPOCHS ("E1,E2": fixed epochs instead of the budget),
+(seconds for the two training runs, 270), GPU_CHECK_EPOCHS ("E1,E2": fixed epochs instead of the budget),
 GPU_CHECK_SUBSET (training images, all), GPU_CHECK_AMP (bf16).
 """
 
@@ -154,7 +154,7 @@ def budget_epochs(rates: dict) -> tuple[int, int]:
         e1, e2 = (int(v) for v in env("EPOCHS", "").split(","))
         return e1, e2
     images = int(env("SUBSET", str(TRAIN_IMAGES)))
-    avail = float(env("BUDGET_S", "300")) - 40.0
+    avail = float(env("BUDGET_S", "270")) - 40.0
     t1 = 1.35 * images / rates["float"]
     t2 = 1.35 * images / rates["sparks"]  # the loop still reads the selection off layer by layer
     return max(1, int(0.4 * avail / t1)), max(1, int(0.6 * avail / t2))
