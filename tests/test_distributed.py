@@ -45,6 +45,8 @@ SCRIPT = textwrap.dedent("""
         return out
 
     torch.optim.Adam.step = checked_step
+    cleanup = loop.cleanup
+    loop.cleanup = lambda: None  # keep the process group for the second run (re-initialising one can hang)
     common = dict(arch="vgg_small", width=0.0625, data=sys.argv[1], subset=256, batch_size=32, workers=0,
                   eval_test=False, val_fraction=0.002, progress=False, device="cpu", threads=1)
     # 1. Resume, on 2 processes, the Sparks run that 1 process checkpointed (with Gumbel noise: each rank draws
@@ -53,6 +55,7 @@ SCRIPT = textwrap.dedent("""
     sparks_checks = list(checks)
     # 2. SNN codeword proxies, from scratch.
     loop.train(make_config(dict(common, out=sys.argv[3], method="snn", tau=4, epochs=1)))
+    cleanup()
     with open(os.path.join(sys.argv[2], f"report{rank}.json"), "w") as f:
         json.dump({"sparks": sparks_checks, "snn": checks[len(sparks_checks):], "saves": saves}, f)
 """)
@@ -73,7 +76,7 @@ def test_ddp_selection_state_identical_every_step_and_resume_from_one_process(tm
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
            str(fashion_mnist_root), str(run), str(snn)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "checkpoint has RNG states for 1 processes, this run has 2" in proc.stderr
     reports = [json.loads((run / f"report{r}.json").read_text()) for r in (0, 1)]
