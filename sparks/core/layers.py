@@ -67,6 +67,12 @@ class SubBitConv2d(nn.Conv2d):
             x = binary_sign(x)
         if not self.quantizer.binary:
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        # The binary path runs in fp32 even under autocast: ±1 sums are exact integers in fp32 (and TF32) but not in
+        # bf16 above 256 or fp16 above 2048, and the nearest-codeword search and α must be those of the fp32 model.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._binary_forward(x.float())
+
+    def _binary_forward(self, x: torch.Tensor) -> torch.Tensor:
         # conv with exact ±1 kernels, then α per output channel: bit-for-bit what the packed runtime computes.
         if self.training or torch.is_grad_enabled():
             kernels, alpha = self.quantizer(self.weight), channel_alpha(self.weight)

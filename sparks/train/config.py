@@ -61,8 +61,12 @@ class TrainConfig:
     workers: int | None = _opt(None, "data-loader worker processes (default: the data module's choice)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
     threads: int | None = _opt(None, "CPU threads per process (torch.set_num_threads; 1 is fastest on a busy machine)")
-    amp: str = _opt("auto", "mixed precision on CUDA: auto (bf16), bf16, fp16 or off",
-                    choices=("auto", "bf16", "fp16", "off"))
+    amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16 (CUDA) or off; sub-bit "
+                    "convolutions stay fp32 (exact)", choices=("auto", "bf16", "fp16", "off"))
+    channels_last: bool = _opt(False, "channels-last memory format for the model and its inputs (tensor cores)")
+    compile: bool = _opt(False, "torch.compile the training model (CUDA; graph breaks at the Hungarian read-off)")
+    data_on_device: str = _opt("auto", "keep an in-memory training set on the device and augment it there: auto "
+                               "(on with CUDA), on or off", choices=("auto", "on", "off"))
     eval_test: bool = _opt(True, "evaluate the test split after every epoch (--no-eval-test to skip)")
     progress: bool = _opt(True, "tqdm progress bars when attached to a terminal (--no-progress to hide)")
 

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    Subset,
+)
 
 from sparks.errors import UsageError
 
@@ -64,8 +72,11 @@ class DatasetSplits:
 class BatchTransform:
     """uint8 images (B, C, H, W) → normalised float32, with optional random crop (zero padding) and horizontal flip.
 
-    Crop and flip work on the whole batch at once (no per-image Python). Randomness comes from torch's global
-    generator (seeded per DataLoader worker by PyTorch, by ``torch.manual_seed`` in the main process).
+    Crop and flip work on the whole batch at once (no per-image Python), on whatever device the images are. The
+    random crop offsets and flips are either given (``params``: one row per image, see :meth:`draw`) or drawn from
+    torch's global generator. The training loaders draw them once per epoch for every image with a generator
+    seeded by (seed, epoch) (:meth:`TensorImages.set_augment_seed`), so batches do not depend on the worker count,
+    and the device-resident loader (:mod:`sparks.train.device_data`) reproduces them bit for bit.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int = 0, flip: bool = False) -> None:
@@ -75,22 +86,39 @@ class BatchTransform:
         self.padding = padding
         self.flip = flip
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.padding or self.flip:
-            images = self._crop_flip(images)
-        return images.float().mul_(self.scale).add_(self.shift)
+    @property
+    def augments(self) -> bool:
+        return bool(self.padding or self.flip)
 
-    def _crop_flip(self, images: torch.Tensor) -> torch.Tensor:
+    def to(self, device: torch.device | str) -> BatchTransform:
+        """A copy whose normalisation constants live on ``device`` (no per-batch host→device copy)."""
+        out = copy.copy(self)
+        out.scale, out.shift = self.scale.to(device), self.shift.to(device)
+        return out
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random (top, left, flipped) for ``n`` images: crop offsets in [0, 2·padding], flips with probability ½."""
+        span = 2 * self.padding + 1
+        top = torch.randint(0, span, (n,), generator=generator)
+        left = torch.randint(0, span, (n,), generator=generator)
+        flipped = torch.rand(n, generator=generator) < 0.5
+        return top, left, flipped
+
+    def __call__(self, images: torch.Tensor, params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        if self.augments:
+            images = self.crop_flip(images, *(params if params is not None else self.draw(len(images))))
+        return images.float().mul_(self.scale.to(images.device)).add_(self.shift.to(images.device))
+
+    def crop_flip(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                  flipped: torch.Tensor) -> torch.Tensor:
+        """Each image's (2p+1)²-position crop window at (top, left) of its zero-padded copy, flipped where asked."""
         b, _, h, w = images.shape
         p = self.padding
         if p:  # every (2p+1)² crop position as a view, then one gather of each image's own window
             windows = torch.nn.functional.pad(images, (p, p, p, p)).unfold(2, h, 1).unfold(3, w, 1)
-            top = torch.randint(0, 2 * p + 1, (b,))
-            left = torch.randint(0, 2 * p + 1, (b,))
-            images = windows[torch.arange(b), :, top, left]
+            images = windows[torch.arange(b, device=images.device), :, top, left]
         if self.flip:
-            flipped = (torch.rand(b) < 0.5).view(b, 1, 1, 1)
-            images = torch.where(flipped, images.flip(-1), images)
+            images = torch.where(flipped.view(b, 1, 1, 1), images.flip(-1), images)
         return images
 
     def __repr__(self) -> str:
@@ -119,6 +147,16 @@ class TensorImages(Dataset):
         self.images = images
         self.labels = labels
         self.transform = transform
+        self.augment_params: tuple[torch.Tensor, ...] | None = None
+
+    def set_augment_seed(self, seed: int | None) -> None:
+        """Draw every image's crop/flip for one epoch from a generator seeded with ``seed`` (None: global RNG)."""
+        self.augment_params = None
+        if seed is not None and self.transform.augments:
+            self.augment_params = self.transform.draw(len(self), torch.Generator().manual_seed(seed))
+
+    def _params(self, index: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        return None if self.augment_params is None else tuple(t[index] for t in self.augment_params)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -126,12 +164,13 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         index = range(len(self))[index]  # negative indices; IndexError past the end
         with _one_thread():
-            return self.transform(self.images[index : index + 1])[0], int(self.labels[index])
+            params = self._params(torch.tensor([index]))
+            return self.transform(self.images[index : index + 1], params)[0], int(self.labels[index])
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         with _one_thread():
             index = torch.as_tensor(indices, dtype=torch.int64)
-            images = self.transform(self.images[index])
+            images = self.transform(self.images[index], self._params(index))
             return list(zip(images.unbind(0), self.labels[index].tolist(), strict=True))
 
 
@@ -387,24 +426,32 @@ def default_workers(dataset: Dataset) -> int:
     return max(1, min(8, cpus - 1))
 
 
+def build_sampler(dataset: Dataset, *, train: bool, seed: int = 0, distributed: bool = False) -> Sampler:
+    """The sampler of :func:`build_loader`: seeded shuffle (train), in order (eval), sharded under DDP."""
+    base = _base_dataset(dataset)
+    if train and isinstance(base, TensorImages):
+        base.set_augment_seed(seed)
+    if distributed:
+        return DistributedSampler(dataset, shuffle=train, seed=seed)
+    if train:
+        return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    return SequentialSampler(dataset)
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int | None = None, seed: int = 0,
                  distributed: bool = False) -> DataLoader:
     """A DataLoader: shuffled (seeded) with full batches only when ``train``, in order otherwise.
 
     ``distributed``: a ``DistributedSampler`` (call ``loader.sampler.set_epoch(epoch)`` each epoch).
-    ``workers``: worker processes; ``None`` picks :func:`default_workers`.
+    ``workers``: worker processes; ``None`` picks :func:`default_workers`. Training on an in-memory set also seeds
+    its augmentation with ``seed`` (:meth:`TensorImages.set_augment_seed`).
     """
     if batch_size < 1:
         raise UsageError(f"batch size must be positive, got {batch_size}")
     workers = default_workers(dataset) if workers is None else workers
     if workers < 0:
         raise UsageError(f"workers must be >= 0, got {workers}")
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed)
-    elif train:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(dataset)
+    sampler = build_sampler(dataset, train=train, seed=seed, distributed=distributed)
     per_replica = len(sampler)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=train and per_replica >= batch_size, pin_memory=torch.cuda.is_available(),

@@ -27,6 +27,8 @@ from sparks.errors import UsageError
 from sparks.train import checkpoint as ckpt
 from sparks.train import monitor
 from sparks.train.config import TrainConfig, make_config, save_yaml
+from sparks.train.device_data import DeviceData, use_device_data
+from sparks.train.device_options import autocast, check_device_options, maybe_compile, place_model, to_input
 from sparks.train.distributed import (
     DistInfo,
     all_finite,
@@ -41,7 +43,7 @@ from sparks.train.recipe import build_model, compute_loss, lr_factor, param_grou
 
 # Options that may differ when resuming (where and how to run, not what to train).
 OPERATIONAL = ("out", "resume", "overwrite", "workers", "device", "threads", "progress", "stop_after", "eval_test",
-               "data")
+               "data", "data_on_device", "channels_last", "compile")
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Run:
     scaler: torch.amp.GradScaler
     temps: TemperatureSchedule
     teacher: nn.Module | None = None
+    device_data: Any = None  # sparks.train.device_data.DeviceData when the training set lives on the device
     epoch: int = 0
     step: int = 0
     best: float = -float("inf")
@@ -80,16 +83,9 @@ class Run:
         return autocast(self.cfg.amp, self.info.device)
 
 
-def autocast(amp: str, device: torch.device) -> Any:
-    """The autocast context of an ``--amp`` setting: bf16/fp16 on CUDA, nothing otherwise."""
-    if device.type != "cuda" or amp == "off":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, workers: int = 0, amp: str = "off",
-             info: DistInfo | None = None) -> dict[str, float]:
+             info: DistInfo | None = None, channels_last: bool = False) -> dict[str, float]:
     """Top-1/top-5 accuracy (%) and mean loss of ``model`` on ``dataset`` (on ``info.device``, CPU by default);
     under DDP each rank takes every world_size-th example and the counts are summed, so the result is exact."""
     from sparks.train.data import build_loader
@@ -102,7 +98,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, worke
     model.eval()
     correct1 = correct5 = loss_sum = total = 0.0
     for x, y in loader:
-        x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+        x, y = to_input(x, info.device, channels_last), y.to(info.device, non_blocking=True)
         with autocast(amp, info.device):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -122,12 +118,16 @@ def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy %) and advances ``run.step``. Stops on a NaN/Inf loss."""
     cfg, info = run.cfg, run.info
     run.net.train()
-    loss_sum = correct = total = 0.0
+    # Sums stay on the device (no host sync per step for them); the only per-step sync is the NaN check.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=info.device)
+    correct = torch.zeros((), dtype=torch.int64, device=info.device)
+    total = 0
+    show = info.is_main and cfg.progress and sys.stderr.isatty()
     bar = tqdm(loader, desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-               disable=not (info.is_main and cfg.progress and sys.stderr.isatty()))
+               disable=not show)
     for x, y in bar:
         set_temperature(run.model, run.temps(run.step))
-        x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+        x, y = to_input(x, info.device, cfg.channels_last), y.to(info.device, non_blocking=True)
         with run.autocast():
             teacher_logits = None
             if run.teacher is not None:
@@ -146,12 +146,12 @@ def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
         run.scaler.update()
         run.scheduler.step()
         run.step += 1
-        batch_loss = loss.item()
-        loss_sum += batch_loss * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.detach().double() * y.numel()
+        correct += (logits.detach().argmax(1) == y).sum()
         total += y.numel()
-        bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{100 * correct / max(total, 1):.1f}")
-    loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], info)
+        if show:
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / max(total, 1):.1f}")
+    loss_sum, correct, total = all_reduce_sum([loss_sum.item(), float(correct.item()), total], info)
     return loss_sum / max(total, 1), 100.0 * correct / max(total, 1)
 
 
@@ -218,6 +218,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.set_num_threads(cfg.threads or threads)
     info = init_distributed(cfg.device)
     try:
+        check_device_options(cfg.amp, cfg.compile, info.device)
         run = setup_run(cfg, out, info, state, init_state, teacher_state)
         return fit(run)
     finally:
@@ -238,7 +239,10 @@ def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any]
     if init_state is not None:
         ckpt.load_init_weights(model, init_state["model"], cfg.init_from)
     teacher = _load_teacher(teacher_state, cfg.teacher, info.device) if teacher_state is not None else None
-    model.to(info.device)
+    place_model(model, info.device, cfg.channels_last)
+    device_data = None
+    if use_device_data(cfg.data_on_device, data.train, info.device):
+        device_data = DeviceData(data.train, info.device)
 
     optimizer = torch.optim.Adam(param_groups(model, cfg.resolved_weight_decay(), cfg.select_lr), lr=cfg.lr)
     steps_per_epoch = len(build_loader(data.train, cfg.batch_size, train=True, workers=0, seed=cfg.seed,
@@ -253,7 +257,8 @@ def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any]
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                   else None)
-    run = Run(cfg, info, out, data, model, net, optimizer, scheduler, scaler, temps, teacher)
+    net = maybe_compile(net, cfg.compile)
+    run = Run(cfg, info, out, data, model, net, optimizer, scheduler, scaler, temps, teacher, device_data)
     if state is not None:
         _restore(run, state)
     return run
@@ -295,8 +300,12 @@ def fit(run: Run) -> TrainResult:
     while run.epoch < stop:
         start = time.time()
         # Shuffling is a function of (seed, epoch) only, so a resumed run sees the same batches.
-        loader = build_loader(run.data.train, cfg.batch_size, train=True, workers=cfg.workers,
-                              seed=cfg.seed * 100_003 + run.epoch, distributed=info.distributed)
+        seed = cfg.seed * 100_003 + run.epoch
+        if run.device_data is not None:  # same batches, served from the device
+            loader = run.device_data.loader(cfg.batch_size, seed=seed, distributed=info.distributed)
+        else:
+            loader = build_loader(run.data.train, cfg.batch_size, train=True, workers=cfg.workers, seed=seed,
+                                  distributed=info.distributed)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(run.epoch)
         row = {"epoch": run.epoch + 1, "step": 0, "lr": run.optimizer.param_groups[0]["lr"],
@@ -324,7 +333,7 @@ def evaluate_splits(run: Run) -> dict[str, float]:
         dataset = getattr(run.data, split)
         if dataset is not None and (split == "val" or run.cfg.eval_test):
             result = evaluate(run.model, dataset, batch_size=run.cfg.batch_size, workers=run.cfg.workers,
-                              amp=run.cfg.amp, info=run.info)
+                              amp=run.cfg.amp, info=run.info, channels_last=run.cfg.channels_last)
             row.update({f"{split}_loss": result["loss"], f"{split}_acc": result["top1"],
                         f"{split}_top5": result["top5"]})
     return row
