@@ -8,6 +8,7 @@ left them behind; every file is written atomically (:func:`sparks.atomic.atomic_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -57,10 +58,8 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # while still holding it, so that no one locks the old file meanwhile
         os.close(self.fd)
         if self.created:
-            try:
+            with contextlib.suppress(OSError):  # not empty: the run wrote its files
                 self.path.parent.rmdir()
-            except OSError:
-                pass  # not empty: the run wrote its files
 
 
 def _owner(fd: int) -> dict[str, Any]:
@@ -152,9 +151,7 @@ def resume_settings(cfg: TrainConfig, stored: Any, given: set[str] | None, sourc
     if given is None:
         given = {name for name, value in current.items() if value != defaults[name]}
     record = {name: stored.get(name, defaults[name]) for name in FIELDS}
-    for name in INVOCATION:
-        record[name] = current[name]
-    effective = dict(record)
+    effective = dict(record, **{name: current[name] for name in INVOCATION})
     changes = {}
     for name in sorted(set(given) & set(FIELDS) - set(INVOCATION)):
         old, new = record[name], current[name]
