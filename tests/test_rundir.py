@@ -9,6 +9,7 @@ seconds per run on the shared machine); the uninterrupted reference is computed 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -184,3 +185,91 @@ def test_a_second_run_is_refused_while_the_first_holds_the_directory(ctx, tiny_f
     assert code == 0, log
     assert f"taking over the lock of pid {first.pid} on {socket.gethostname()}" in log
     assert_same_run(out, reference)
+
+
+def test_resume_restores_the_runs_settings_applies_operational_changes_and_refuses_others(tiny_fmnist, tmp_path,
+                                                                                         capsys):
+    from sparks.cli import main
+    from sparks.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    assert main(train_args(tiny_fmnist, out, "--stop-after", "1")) == 0
+    # An older checkpoint without its metrics rows, best epoch or newer settings still resumes (rows from the file).
+    state = load_checkpoint(out / "last.pt")
+    for key in ("metrics", "best_key", "best_epoch"):
+        del state[key]
+    del state["config"]["diverge_patience"]
+    save_checkpoint(state, out / "last.pt")
+    capsys.readouterr()
+    assert main(train_args(tiny_fmnist, out, "--resume", "--stop-after", "1", "--eval-test")) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sparks train: note: resuming at epoch 1 with --eval-test (the run had --no-eval-test)"]
+    log = [json.loads(line) for line in (out / "resume.jsonl").read_text().splitlines()]
+    assert log[0]["epoch"] == 1 and log[0]["changed"] == {"eval_test": {"run": False, "now": True}}
+    assert "eval_test: false" in (out / "config.yaml").read_text()  # config.yaml keeps the run's settings
+    # A training setting is refused, naming the flag, before anything is written.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    for flags, message in ((["--lr", "0.5"], "--lr 0.5 differs from the run's --lr 0.001"),
+                           (["--no-augment"], "--no-augment differs from the run's --augment")):
+        assert main(train_args(tiny_fmnist, out, "--resume", *flags)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # Without flags the run's own settings come back: data folder, threads, --no-eval-test.
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert capsys.readouterr().err == ""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert ["test_acc" in r for r in rows] == [False, True, False]
+    assert load_checkpoint(out / "last.pt")["metrics"] == rows
+    # A finished run says so in one line and exits 0.
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines() == [
+        f"sparks train: the run in {out} is already finished (3 epochs); nothing to do"]
+    assert captured.err == ""
+
+
+def test_divergence_guard_stops_and_keeps_the_last_good_checkpoint(tiny_fmnist, tmp_path, monkeypatch, capsys):
+    from sparks.cli import main
+    from sparks.train import loop
+
+    real_loss = loop.compute_loss
+    calls = {"n": 0}
+
+    def exploding(*args, **kwargs):  # from the second epoch on (3 steps an epoch) the loss is 1e4 times larger
+        calls["n"] += 1
+        return real_loss(*args, **kwargs) * (1e4 if calls["n"] > 3 else 1.0)
+
+    monkeypatch.setattr(loop, "compute_loss", exploding)
+    out = tmp_path / "run"
+    assert main(train_args(tiny_fmnist, out, "--epochs", "4")) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sparks train: error: training diverged: train loss "), err
+    assert err[0].endswith(f"at epoch 3 (2 epochs in a row); last good checkpoint: {out / 'last.pt'} (epoch 1)")
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 1 and len(state["metrics"]) == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["train_loss"] > 1e3 * rows[0]["train_loss"]
+    assert not (out / ".lock").exists()
+
+
+def test_divergence_rules_on_hand_made_rows():
+    from sparks.train.guard import epoch_problem
+
+    def rows(*pairs):
+        return [{"epoch": i + 1, "train_loss": loss, "train_acc": 50.0, "val_acc": acc}
+                for i, (loss, acc) in enumerate(pairs)]
+
+    ln10 = math.log(10)
+    assert epoch_problem(rows((2.0, 40), (19.9, 40)), 10, 10.0, "val_acc") is None
+    assert epoch_problem(rows((2.0, 40), (20.1, 40)), 10, 10.0, "val_acc") == "train loss 20.1 > 10 x 2"
+    # The bar is the first epoch's loss, at most ln(classes): an exploded first epoch sets no bar ...
+    assert epoch_problem(rows((1e19, 10)), 10, 10.0, "val_acc") == f"train loss 1e+19 > 10 x {ln10:.4g}"
+    assert epoch_problem(rows((float("nan"), 10)), 10, 10.0, "val_acc") == "train loss nan"
+    assert epoch_problem(rows((2.0, 40), (1e6, 40)), 10, 0.0, "val_acc") is None  # factor 0: no loss check
+    # ... and accuracy at chance (< 10 + 1.8 %) counts only after an epoch at >= 10 + 9 = 19 %.
+    assert epoch_problem(rows((2.0, 18.9), (2.0, 10.5)), 10, 10.0, "val_acc") is None
+    assert epoch_problem(rows((2.0, 19.5), (2.0, 10.5)), 10, 10.0, "val_acc") == \
+        "val_acc 10.50% is at chance level (10%) after 19.50%"
+    assert epoch_problem(rows((2.0, 19.5), (2.0, 11.9)), 10, 10.0, "val_acc") is None
