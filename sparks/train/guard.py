@@ -5,6 +5,7 @@ guard is in the loop). Thresholds are documented in docs/training.md."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 AT_CHANCE = 0.02  # an accuracy below chance + 2 % of the distance to 100 % is "at chance"
@@ -13,6 +14,14 @@ LEARNED = 0.10  # a collapse needs an earlier epoch at least chance + 10 % of th
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf or exploded, or accuracy collapsed; the last good checkpoint is left untouched."""
+
+    @classmethod
+    def at(cls, problem: str, epoch: int, in_a_row: int, last: Path) -> TrainingDiverged:
+        """The error of ``in_a_row`` divergent epochs ending at ``epoch``, naming the last good checkpoint."""
+        good = epoch - in_a_row
+        where = f"{last} (epoch {good})" if good > 0 and last.exists() else "none written yet"
+        row = f" ({in_a_row} epochs in a row)" if in_a_row > 1 else ""
+        return cls(f"training diverged: {problem} at epoch {epoch}{row}; last good checkpoint: {where}")
 
 
 def epoch_problem(rows: list[dict[str, Any]], num_classes: int, factor: float, key: str) -> str | None:

@@ -305,6 +305,9 @@ def open_run_dir(run: Run, state: dict[str, Any] | None, changes: dict[str, tupl
     else:
         monitor.write_metrics(out / "metrics.jsonl", run.rows)
     if cfg.resume:
+        if state is None:
+            rundir.note(f"{out} has no checkpoint yet: the run starts again from epoch 0 with the settings of its "
+                        f"config.yaml")
         rundir.log_resume(out, run.epoch, changes)
     if run.best_key == "test_acc" and not cfg.eval_test:
         rundir.note("best.pt is chosen by test accuracy, which --no-eval-test does not measure: it stays at "
@@ -389,24 +392,10 @@ def end_epoch(run: Run, row: dict[str, Any], writer: Any) -> None:
             run.best, run.best_epoch = metric, run.epoch
         rng = gather_objects(ckpt.rng_state(), info)  # collective: every rank takes part
         if info.is_main:
-            state = checkpoint_state(run, metric, rng)
-            ckpt.save_checkpoint(state, run.out / "last.pt")
-            if is_best:
-                ckpt.save_checkpoint(state, run.out / "best.pt")
+            rundir.save_epoch(run.out, checkpoint_state(run, metric, rng), is_best)
     if info.is_main:
         monitor.write_metrics(run.out / "metrics.jsonl", run.rows)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, run.epoch)
-        print(f"epoch {run.epoch}/{cfg.epochs}: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step") and isinstance(v, (int, float)))
-            + (f" (divergent: {problem}; not checkpointed)" if problem else ""), flush=True)
+        monitor.log_row(row, cfg.epochs, writer, f" (divergent: {problem}; not checkpointed)" if problem else "")
     if problem and (len(run.bad) >= cfg.diverge_patience or run.epoch >= cfg.epochs):
-        good = run.epoch - len(run.bad)
-        last = run.out / "last.pt"
-        where = f"{last} (epoch {good})" if good > 0 and last.exists() else "none written yet"
-        raise TrainingDiverged(f"training diverged: {problem} at epoch {run.epoch}"
-                               f"{f' ({len(run.bad)} epochs in a row)' if len(run.bad) > 1 else ''}; "
-                               f"last good checkpoint: {where}")
+        raise TrainingDiverged.at(problem, run.epoch, len(run.bad), run.out / "last.pt")
     barrier(info)

@@ -27,7 +27,7 @@ from sparks.errors import UsageError
 from sparks.faults import fault_point
 from sparks.train import checkpoint as ckpt
 from sparks.train.config import FIELDS, TrainConfig, load_yaml
-from sparks.train.monitor import plot_curves, read_metrics
+from sparks.train.monitor import metrics_text, plot_curves, read_metrics, write_metrics
 
 LOCK = ".lock"
 RESUME_LOG = "resume.jsonl"
@@ -77,6 +77,19 @@ def _describe(owner: dict[str, Any]) -> str:
     return f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('started')}"
 
 
+def _alive_here(owner: dict[str, Any]) -> bool:
+    """Whether the owner of a lock file runs on this host (for file systems without ``flock``)."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def acquire_lock(out: Path) -> RunLock:
     """Create ``out`` and lock it for this process; ``UsageError`` if another live run holds it. A lock left by a
     dead process is taken over with a note."""
@@ -89,11 +102,12 @@ def acquire_lock(out: Path) -> RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             owner = _owner(fd)
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or _alive_here(owner):
+                os.close(fd)
                 raise UsageError(f"{out} is in use by another `sparks train` ({_describe(owner)}); wait for it to "
                                  f"finish or choose another --out") from None
-            raise UsageError(f"cannot lock {path}: {err.strerror}") from None
+            note(f"{out} cannot be locked ({err.strerror}): only the pid in {LOCK} guards it")
+            break
         try:
             same = os.fstat(fd).st_ino == path.stat().st_ino
         except FileNotFoundError:
@@ -201,8 +215,7 @@ def resume_source(cfg: TrainConfig, out: Path) -> tuple[dict[str, Any] | None, A
     if last.exists():
         state = ckpt.load_checkpoint(last)
         return state, state.get("config"), last
-    if (out / "config.yaml").is_file():
-        note(f"{out} has no checkpoint yet: the run starts again from epoch 0 with the settings of its config.yaml")
+    if (out / "config.yaml").is_file():  # open_run_dir says so once the directory is ours
         return None, load_yaml(out / "config.yaml"), out / "config.yaml"
     raise UsageError(f"--resume: {last} does not exist (nothing to resume; start the run without --resume)")
 
@@ -241,10 +254,6 @@ def history(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], str
 # ----------------------------------------------------------------------------------------------------- derived files
 
 
-def metrics_text(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in rows)
-
-
 def write_config(record: dict[str, Any], path: Path) -> None:
     """``config.yaml``: the run's own settings (usable again with ``--config``)."""
     text = yaml.safe_dump(record, sort_keys=False)
@@ -254,15 +263,21 @@ def write_config(record: dict[str, Any], path: Path) -> None:
         Path(tmp).write_text(text)
 
 
+def save_epoch(out: Path, state: dict[str, Any], is_best: bool) -> None:
+    """The end of an epoch, in this order: last.pt (the truth, holding every row), best.pt when it is the best so
+    far; the caller then rewrites metrics.jsonl. A kill between any two leaves what :func:`repair` completes."""
+    ckpt.save_checkpoint(state, out / "last.pt")
+    if is_best:
+        ckpt.save_checkpoint(state, out / "best.pt")
+
+
 def repair(out: Path, state: dict[str, Any], rows: list[dict[str, Any]], best_epoch: int | None) -> None:
     """Bring the files derived from the checkpoint ``state`` up to date: ``metrics.jsonl`` (its rows) and
     ``best.pt`` (rebuilt from ``state`` when the best epoch is the checkpoint's own, e.g. after a kill between the
     last.pt and best.pt writes)."""
     metrics = out / "metrics.jsonl"
-    text = metrics_text(rows)
-    if not metrics.exists() or metrics.read_text() != text:
-        with atomic_path(metrics) as tmp:
-            Path(tmp).write_text(text)
+    if not metrics.exists() or metrics.read_text() != metrics_text(rows):
+        write_metrics(metrics, rows)
     if best_epoch is None:
         return
     best = out / "best.pt"
