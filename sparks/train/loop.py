@@ -44,8 +44,6 @@ from sparks.train.distributed import (
 from sparks.train.guard import TrainingDiverged, epoch_problem
 from sparks.train.recipe import build_model, compute_loss, lr_factor, param_groups, seed_everything
 
-__all__ = ["Run", "TrainResult", "TrainingDiverged", "evaluate", "train"]
-
 
 @dataclass
 class TrainResult:

@@ -31,6 +31,8 @@ from sparks.train.monitor import metrics_text, plot_curves, read_metrics, write_
 
 LOCK = ".lock"
 RESUME_LOG = "resume.jsonl"
+# The files of a run, the source of truth first.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", RESUME_LOG, "curves.png", "config.yaml")
 # Options of one invocation only: never restored from the run.
 INVOCATION = ("out", "resume", "overwrite", "stop_after")
 # Options that may change when resuming (where and how to run, not what to train); others are refused.
@@ -128,8 +130,9 @@ def acquire_lock(out: Path) -> RunLock:
 
 
 def remove_stale_temps(out: Path) -> list[str]:
-    """Delete the ``.NAME.PID.tmp`` files a killed writer left in ``out`` (call with the lock held); their names."""
-    stale = sorted(p for p in out.glob(f".*{TMP_SUFFIX}") if p.is_file())
+    """Delete the ``.NAME.PID.tmp`` files a killed run left in ``out`` (call with the lock held; other tools'
+    temporary files are left alone); their names."""
+    stale = sorted(p for name in RUN_FILES for p in out.glob(f".{name}.*{TMP_SUFFIX}") if p.is_file())
     for path in stale:
         path.unlink(missing_ok=True)
     return [p.name for p in stale]
@@ -137,7 +140,7 @@ def remove_stale_temps(out: Path) -> list[str]:
 
 def clear_run(out: Path) -> None:
     """``--overwrite``: remove the previous run's files, the source of truth (last.pt) first."""
-    for name in ("last.pt", "best.pt", "metrics.jsonl", RESUME_LOG, "curves.png", "config.yaml"):
+    for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
 
 
