@@ -123,7 +123,7 @@ def acquire_lock(out: Path) -> RunLock:
     text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, text[: len(text) // 2], 0)
+    os.pwrite(fd, text[: len(text) // 2], 0)  # in two writes, so that the crash test can kill between them
     fault_point("lock")
     os.pwrite(fd, text, 0)
     return RunLock(path, fd, created)
