@@ -36,8 +36,9 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", RESUME_LOG, "curves.png", "c
 # Options of one invocation only: never restored from the run.
 INVOCATION = ("out", "resume", "overwrite", "stop_after")
 # Options that may change when resuming (where and how to run, not what to train); others are refused.
+# (--init-from only starts a run: a resume does not read it.)
 OPERATIONAL = ("data", "workers", "device", "threads", "progress", "eval_test", "diverge_patience", "diverge_factor",
-               "data_on_device", "channels_last", "compile")
+               "init_from", "data_on_device", "channels_last", "compile")
 
 
 def note(text: str) -> None:
