@@ -97,7 +97,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fashion_mni
     argv = ["train", "--arch", "vgg_small", "--width", "0.0625", "--data", str(fashion_mnist_root), "--subset",
             "192", "--batch-size", "64", "--epochs", "3", "--workers", "0", "--no-eval-test", "--threads", "1",
             "--out", str(out)]
-    assert main(argv) == 1
+    assert main(argv) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"sparks train: error: loss became nan at epoch 2 step 4; last good checkpoint: {out / 'last.pt'}"]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in vars(args).items() if k in FIELDS})
     config = make_config(overrides)
     try:
-        train(config)
+        train(config, given=overrides)
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # every DDP rank stops; only the main one says why
             print(f"sparks train: error: {err}", file=sys.stderr)
-        return 1
+        return 3
     return 0

@@ -4,7 +4,8 @@ A checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weig
 arbitrary objects), so everything in it is a tensor or a plain type::
 
     format_version, model_name, model_args, model (state dict of the unwrapped model), optimizer, scheduler,
-    scaler, epoch (epochs completed), step (optimizer steps done), best_metric, rng (per rank), config, data
+    scaler, epoch (epochs completed), step (optimizer steps done), best_metric, rng (per rank), config, data,
+    and from a training run also metrics (every row so far), best_key, best_epoch (see sparks/train/rundir.py)
 
 :func:`load_model` rebuilds the model with ``sparks.models.create(model_name, **model_args)`` for eval/export.
 """

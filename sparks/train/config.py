@@ -69,6 +69,10 @@ class TrainConfig:
                                "(on with CUDA), on or off", choices=("auto", "on", "off"))
     eval_test: bool = _opt(True, "evaluate the test split after every epoch (--no-eval-test to skip)")
     progress: bool = _opt(True, "tqdm progress bars when attached to a terminal (--no-progress to hide)")
+    diverge_patience: int = _opt(2, "stop after this many divergent epochs in a row (exploded loss, accuracy back "
+                                 "at chance), keeping the last good checkpoint; 0 turns the guard off")
+    diverge_factor: float = _opt(10.0, "an epoch's train loss above this many times the first epoch's (at most "
+                                 "ln(classes)) counts as divergent; 0 turns the loss check off")
 
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:

@@ -1,16 +1,19 @@
 """The training loop: one- or two-step BNN recipe, distillation, DDP, checkpoints with exact resume.
 
-Read top to bottom: :func:`train` validates the whole configuration (data, model, checkpoints) before it touches the
-output directory; :func:`setup_run` builds the model, optimiser and schedules into a :class:`Run`; then epochs of
-:func:`train_one_epoch` and :func:`evaluate`, each ending in :func:`end_epoch` (``last.pt``/``best.pt``,
-``metrics.jsonl``); finally ``curves.png``. Everything that varies between runs is a function of the seed, the epoch
-and the step, and every RNG state is checkpointed, so ``--resume`` continues exactly where a run stopped.
+Read top to bottom: :func:`train` validates the whole configuration (data, model, checkpoints) before it locks the
+output directory (:mod:`sparks.train.rundir`); :func:`setup_run` builds the model, optimiser and schedules into a
+:class:`Run`; then epochs of :func:`train_one_epoch` and :func:`evaluate`, each ending in :func:`end_epoch`
+(divergence guard, ``last.pt`` holding every metrics row, then the derived ``best.pt`` and ``metrics.jsonl``);
+finally ``curves.png``. Everything that varies between runs is a function of the seed, the epoch and the step, and
+every RNG state is checkpointed, so ``--resume`` continues exactly where a run stopped, even after a kill.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,10 @@ from tqdm import tqdm
 from sparks.core.layers import set_temperature
 from sparks.core.selection import TemperatureSchedule
 from sparks.errors import UsageError
+from sparks.faults import fault_point
 from sparks.train import checkpoint as ckpt
-from sparks.train import monitor
-from sparks.train.config import TrainConfig, make_config, save_yaml
+from sparks.train import monitor, rundir
+from sparks.train.config import TrainConfig, make_config
 from sparks.train.device_data import DeviceData, use_device_data
 from sparks.train.device_options import autocast, check_device_options, maybe_compile, place_model, to_input
 from sparks.train.distributed import (
@@ -39,11 +43,8 @@ from sparks.train.distributed import (
     gather_objects,
     init_distributed,
 )
+from sparks.train.guard import TrainingDiverged, epoch_problem
 from sparks.train.recipe import build_model, compute_loss, lr_factor, param_groups, seed_everything
-
-# Options that may differ when resuming (where and how to run, not what to train).
-OPERATIONAL = ("out", "resume", "overwrite", "workers", "device", "threads", "progress", "stop_after", "eval_test",
-               "data", "data_on_device", "channels_last", "compile")
 
 
 @dataclass
@@ -52,10 +53,6 @@ class TrainResult:
 
     metrics: dict[str, Any]
     model: nn.Module
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is left untouched."""
 
 
 @dataclass
@@ -74,10 +71,14 @@ class Run:
     temps: TemperatureSchedule
     teacher: nn.Module | None = None
     device_data: Any = None  # sparks.train.device_data.DeviceData when the training set lives on the device
+    record: dict[str, Any] = field(default_factory=dict)  # the run's own settings (checkpoints, config.yaml)
     epoch: int = 0
     step: int = 0
     best: float = -float("inf")
+    best_epoch: int | None = None
+    best_key: str = "train_acc"  # the metric that picks best.pt, fixed for the run
     rows: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)  # the divergent epochs in a row just done (not checkpointed)
 
     def autocast(self) -> Any:
         return autocast(self.cfg.amp, self.info.device)
@@ -146,6 +147,7 @@ def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
         run.scaler.update()
         run.scheduler.step()
         run.step += 1
+        fault_point("step")
         loss_sum += loss.detach().double() * y.numel()
         correct += (logits.detach().argmax(1) == y).sum()
         total += y.numel()
@@ -162,21 +164,12 @@ def _load_teacher(state: dict[str, Any], path: str, device: torch.device) -> nn.
     return teacher
 
 
-def _resume_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
-    """The stored run's config, with this invocation's operational options (where/how to run)."""
-    stored = dict(state.get("config") or {})
-    defaults = TrainConfig()
-    for name, value in cfg.to_dict().items():
-        if name in OPERATIONAL:
-            stored[name] = value
-        elif name in stored and value != stored[name] and value != getattr(defaults, name):
-            print(f"sparks train: note: resuming keeps the checkpoint's {name}={stored[name]!r} "
-                  f"(ignoring {value!r})", file=sys.stderr)
-    return make_config({k: v for k, v in stored.items() if k in cfg.to_dict()})
+def train(cfg: TrainConfig, *, given: Iterable[str] | None = None) -> TrainResult:
+    """Run (or resume) a training run; returns the last epoch's metrics and the model. See docs/training.md.
 
-
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) a training run; returns the last epoch's metrics and the model. See docs/training.md."""
+    ``given``: the options set explicitly (the CLI's flags and --config keys); on ``--resume`` those that differ
+    from the run's settings are applied (operational ones) or refused. None: the options that differ from the
+    defaults."""
     from sparks.core.methods import check_tau, get_method
     from sparks.models import list_models
     from sparks.train.data import DATASETS
@@ -187,13 +180,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    state = None
+    state, changes, record, seen = None, {}, None, None
     if cfg.resume:
-        resume_path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        if cfg.resume == "auto" and not resume_path.exists():
-            raise UsageError(f"--resume: {resume_path} does not exist")
-        state = ckpt.load_checkpoint(resume_path)
-        cfg = _resume_config(cfg, state)
+        seen = rundir.file_id(out / "last.pt")
+        state, stored, source = rundir.resume_source(cfg, out)
+        settings, record, changes = rundir.resume_settings(cfg, stored, None if given is None else set(given), source)
+        cfg = make_config(settings)
     elif (out / "last.pt").exists() and not cfg.overwrite:
         raise UsageError(f"{out} already holds a run (last.pt); pass --resume to continue it or --overwrite")
     if cfg.arch not in list_models():
@@ -206,28 +198,47 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise UsageError("--epochs, --batch-size and --lr must be positive")
     if not 0.0 <= cfg.val_fraction < 1.0 or not 0.0 <= cfg.distill_alpha <= 1.0:
         raise UsageError("--val-fraction must be in [0, 1) and --distill-alpha in [0, 1]")
+    if cfg.diverge_patience < 0 or not 0.0 <= cfg.diverge_factor < float("inf"):
+        raise UsageError("--diverge-patience must be >= 0 and --diverge-factor a finite number >= 0")
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise UsageError(f"data directory {cfg.data} does not exist")
     TemperatureSchedule(cfg.temp_start, cfg.temp_end, 1, cfg.temp_schedule)  # raises on bad temperatures
-    init_state = ckpt.load_checkpoint(cfg.init_from) if cfg.init_from and state is None else None
+    init_state = ckpt.load_checkpoint(cfg.init_from) if cfg.init_from and not cfg.resume else None
     teacher_state = ckpt.load_checkpoint(cfg.teacher) if cfg.teacher else None
-
     if cfg.threads is not None and cfg.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {cfg.threads}")
+
+    # 2. Own --out (rank 0): lock it, then clean what a killed run left.
+    lock = rundir.acquire_lock(out) if int(os.environ.get("RANK", "0")) == 0 else None
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)
-    info = init_distributed(cfg.device)
     try:
+        if lock is not None:
+            rundir.take_over(cfg, out, seen)
+        torch.set_num_threads(cfg.threads or threads)
+        info = init_distributed(cfg.device)
         check_device_options(cfg.amp, cfg.compile, info.device)
-        run = setup_run(cfg, out, info, state, init_state, teacher_state)
+        if state is not None and int(state["epoch"]) >= cfg.epochs:
+            return finished_run(out, state, record, info)
+        run = setup_run(cfg, out, info, state, init_state, teacher_state, record)
+        if info.is_main:
+            open_run_dir(run, state, changes)
         return fit(run)
     finally:
         cleanup()
         torch.set_num_threads(threads)
+        if lock is not None:
+            lock.release()
+
+
+def finished_run(out: Path, state: dict[str, Any], record: dict[str, Any] | None, info: DistInfo) -> TrainResult:
+    """``--resume`` of a run that has done all its epochs: repair the derived files, say so, train nothing."""
+    rows = rundir.finish(out, state, record) if info.is_main else rundir.history(state, out)[0]
+    return TrainResult(rows[-1] if rows else {}, ckpt.model_from_checkpoint(state))
 
 
 def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any] | None,
-              init_state: dict[str, Any] | None, teacher_state: dict[str, Any] | None) -> Run:
+              init_state: dict[str, Any] | None, teacher_state: dict[str, Any] | None,
+              record: dict[str, Any] | None = None) -> Run:
     """Data, model (from ``init_state`` for step 2), optimiser, schedules; restored from ``state`` when resuming.
     Writes nothing."""
     from sparks.train.data import build_datasets, build_loader
@@ -258,7 +269,10 @@ def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any]
         net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                   else None)
     net = maybe_compile(net, cfg.compile)
-    run = Run(cfg, info, out, data, model, net, optimizer, scheduler, scaler, temps, teacher, device_data)
+    run = Run(cfg, info, out, data, model, net, optimizer, scheduler, scaler, temps, teacher, device_data,
+              record=dict(record or cfg.to_dict(), out=str(out)))
+    run.best_key = ("val_acc" if data.val is not None else "test_acc" if data.test is not None and cfg.eval_test
+                    else "train_acc")
     if state is not None:
         _restore(run, state)
     return run
@@ -280,8 +294,27 @@ def _restore(run: Run, state: dict[str, Any]) -> None:
         if info.is_main:
             print(f"sparks train: note: checkpoint has RNG states for {len(rng)} processes, this run has "
                   f"{info.world_size}; reseeding (the continuation is not bit-identical)", file=sys.stderr)
-    rows = monitor.read_metrics(run.out / "metrics.jsonl")
-    run.rows = [r for r in rows if r.get("epoch", 0) <= run.epoch]
+    run.rows, key, run.best_epoch = rundir.history(state, run.out)
+    run.best_key = key or run.best_key
+
+
+def open_run_dir(run: Run, state: dict[str, Any] | None, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Rank 0, before the first epoch: config.yaml (the run's own settings), the files derived from the resumed
+    checkpoint brought up to date, the resume logged with the settings this command line changes."""
+    out, cfg = run.out, run.cfg
+    rundir.write_config(run.record, out / "config.yaml")
+    if state is not None:
+        rundir.repair(out, state, run.rows, run.best_epoch)
+    else:
+        monitor.write_metrics(out / "metrics.jsonl", run.rows)
+    if cfg.resume:
+        if state is None:
+            rundir.note(f"{out} has no checkpoint yet: the run starts again from epoch 0 with the settings of its "
+                        f"config.yaml")
+        rundir.log_resume(out, run.epoch, changes)
+    if run.best_key == "test_acc" and not cfg.eval_test:
+        rundir.note("best.pt is chosen by test accuracy, which --no-eval-test does not measure: it stays at "
+                    f"epoch {run.best_epoch} until the test split is evaluated again")
 
 
 def fit(run: Run) -> TrainResult:
@@ -289,11 +322,6 @@ def fit(run: Run) -> TrainResult:
     from sparks.train.data import build_loader
 
     cfg, info, out = run.cfg, run.info, run.out
-    # Only now write into --out.
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
-        monitor.write_metrics(out / "metrics.jsonl", run.rows)
     writer = monitor.tensorboard(out) if info.is_main else None
     last_row: dict[str, Any] = run.rows[-1] if run.rows else {}
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.epoch + cfg.stop_after)
@@ -319,6 +347,9 @@ def fit(run: Run) -> TrainResult:
         end_epoch(run, row, writer)
         last_row = row
     if info.is_main:
+        if run.bad:
+            rundir.note(f"the last {len(run.bad)} epoch(s) look divergent and were not checkpointed; --resume "
+                        f"repeats them")
         if run.rows:
             monitor.plot_curves(run.rows, out / "curves.png")
         if writer is not None:
@@ -339,8 +370,8 @@ def evaluate_splits(run: Run) -> dict[str, float]:
     return row
 
 
-def checkpoint_state(run: Run, metric: float, rng: list[Any]) -> dict[str, Any]:
-    """The checkpoint dict of a run at the end of an epoch (see docs/training.md)."""
+def checkpoint_state(run: Run, metric: float | None, rng: list[Any] | None) -> dict[str, Any]:
+    """The checkpoint dict of a run at the end of an epoch (see docs/training.md); it holds every metrics row."""
     data = run.data
     data_info = {"dataset": run.cfg.dataset, "num_classes": data.num_classes, "in_channels": data.in_channels,
                  "input_size": list(data.input_size), "class_names": list(data.class_names)}
@@ -348,27 +379,30 @@ def checkpoint_state(run: Run, metric: float, rng: list[Any]) -> dict[str, Any]:
             "model_args": dict(run.model.model_args), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(), "epoch": run.epoch, "step": run.step, "best_metric": run.best,
-            "metric": metric, "rng": rng, "config": run.cfg.to_dict(), "data": data_info}
+            "best_key": run.best_key, "best_epoch": run.best_epoch, "metric": metric, "rng": rng,
+            "config": dict(run.record), "data": data_info, "metrics": list(run.rows)}
 
 
 def end_epoch(run: Run, row: dict[str, Any], writer: Any) -> None:
-    """Decide best, write last.pt (and best.pt), append the metrics row, log. Collective under DDP."""
-    metric = row.get("val_acc", row.get("test_acc", row["train_acc"]))
-    is_best = metric > run.best
-    run.best = max(run.best, metric)
-    rng = gather_objects(ckpt.rng_state(), run.info)  # collective: every rank takes part
-    if run.info.is_main:
-        state = checkpoint_state(run, metric, rng)
-        ckpt.save_checkpoint(state, run.out / "last.pt")
+    """Divergence guard; then last.pt (with every row: the source of truth), best.pt when the epoch is the best,
+    metrics.jsonl; log. A kill between any two writes is repaired on resume. Collective under DDP."""
+    cfg, info = run.cfg, run.info
+    run.rows.append(row)
+    problem = None
+    if cfg.diverge_patience > 0:
+        problem = epoch_problem(run.rows, run.data.num_classes, cfg.diverge_factor, run.best_key)
+    run.bad = [*run.bad, problem] if problem else []
+    if problem is None:
+        metric = row.get(run.best_key)
+        is_best = metric is not None and metric > run.best
         if is_best:
-            ckpt.save_checkpoint(state, run.out / "best.pt")
-        run.rows.append(row)
+            run.best, run.best_epoch = metric, run.epoch
+        rng = gather_objects(ckpt.rng_state(), info)  # collective: every rank takes part
+        if info.is_main:
+            rundir.save_epoch(run.out, checkpoint_state(run, metric, rng), is_best)
+    if info.is_main:
         monitor.write_metrics(run.out / "metrics.jsonl", run.rows)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, run.epoch)
-        print(f"epoch {run.epoch}/{run.cfg.epochs}: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step") and isinstance(v, (int, float))),
-            flush=True)
-    barrier(run.info)
+        monitor.log_row(row, cfg.epochs, writer, f" (divergent: {problem}; not checkpointed)" if problem else "")
+    if problem and (len(run.bad) >= cfg.diverge_patience or run.epoch >= cfg.epochs):
+        raise TrainingDiverged.at(problem, run.epoch, len(run.bad), run.out / "last.pt")
+    barrier(info)

@@ -9,10 +9,26 @@ from typing import Any
 from sparks.atomic import atomic_path
 
 
+def metrics_text(rows: list[dict[str, Any]]) -> str:
+    """The text of a metrics.jsonl file: one JSON object a line."""
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write all metric rows, one JSON object a line, atomically (a kill leaves the old or the new file)."""
+    """Write all metric rows atomically (a kill leaves the old or the new file). They are derived from the rows
+    last.pt holds (see :mod:`sparks.train.rundir`)."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        Path(tmp).write_text(metrics_text(rows))
+
+
+def log_row(row: dict[str, Any], epochs: int, writer: Any = None, suffix: str = "") -> None:
+    """Print an epoch's row as one line (and add its numbers to TensorBoard when ``writer`` is one)."""
+    numbers = {k: v for k, v in row.items() if k not in ("epoch", "step") and isinstance(v, (int, float))}
+    if writer is not None:
+        for key, value in numbers.items():
+            writer.add_scalar(key, value, row["epoch"])
+    print(f"epoch {row['epoch']}/{epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()) + suffix,
+          flush=True)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
