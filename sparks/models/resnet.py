@@ -11,6 +11,8 @@ real-valued. ``reactnet18``/``reactnet34`` use the ImageNet stem (7×7 stride-2 
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from sparks.core.activation import LearnableBias, RPReLU
@@ -18,6 +20,19 @@ from sparks.core.layers import SubBitConv2d
 from sparks.models._registry import register_model
 
 STAGE_CHANNELS = (64, 128, 256, 512)
+
+
+MAX_WIDTH = 64.0  # a width multiplier beyond this builds layers of tens of thousands of channels
+
+
+def check_args(num_classes: int, in_channels: int, width: float) -> None:
+    """``ValueError`` naming the argument unless num_classes, in_channels ≥ 1 and 0 < width ≤ MAX_WIDTH (finite)."""
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(width, bool) or not isinstance(width, int | float) or not (
+            math.isfinite(width) and 0 < width <= MAX_WIDTH):
+        raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -80,12 +95,13 @@ def _cifar_stem(in_channels: int, channels: int) -> nn.Module:
 
 
 def _resnet(blocks, stem_fn, *, num_classes, in_channels, width, tau, method, **method_kwargs) -> BinaryResNet:
+    check_args(num_classes, in_channels, width)
     stem_channels = scaled(STAGE_CHANNELS[0], width)
     return BinaryResNet(blocks, stem_fn(in_channels, stem_channels), stem_channels, num_classes, width, tau, method,
                         **method_kwargs)
 
 
-@register_model
+@register_model(image_size=(224, 224))
 def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 (ImageNet stem, 16 binary 3×3 convs in [4, 4, 4, 4] blocks)."""
@@ -93,7 +109,7 @@ def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 
                    tau=tau, method=method, **method_kwargs)
 
 
-@register_model
+@register_model(image_size=(224, 224))
 def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-34 (ImageNet stem, 32 binary 3×3 convs in [6, 8, 12, 6] blocks)."""
@@ -101,7 +117,7 @@ def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 
                    tau=tau, method=method, **method_kwargs)
 
 
-@register_model
+@register_model(image_size=(32, 32))
 def resnet18_cifar(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = 5,
                    method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 blocks with a real 3×3 stride-1 stem, for 32×32 and 28×28 inputs."""

@@ -26,7 +26,7 @@ from sparks.core.selection import TemperatureSchedule
 from sparks.errors import UsageError
 from sparks.train import checkpoint as ckpt
 from sparks.train import monitor
-from sparks.train.config import TrainConfig, make_config, save_yaml
+from sparks.train.config import TrainConfig, check_output_dir, make_config, save_yaml
 from sparks.train.distributed import (
     DistInfo,
     all_finite,
@@ -185,8 +185,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not cfg.out:
         raise UsageError("--out is required")
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_dir(out)
     state = None
     if cfg.resume:
         resume_path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
