@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 
-from sparks.cli.common import add_json, print_json, threads_value
+from sparks.cli.common import THREADS_HELP, add_json, print_json, threads_value
 from sparks.train.config import FIELDS, check_output_dir, default_text, load_yaml, make_config
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": str}
@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             continue
         kwargs = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs", "const")}
         value_type = threads_value if name == "threads" else _TYPES[kind]
+        if name == "threads":
+            help_text = THREADS_HELP  # the one --threads of every subcommand
         parser.add_argument(flag, type=value_type, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text,
                             **kwargs)
     add_json(parser, "the last epoch's metrics row")
