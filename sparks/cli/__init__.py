@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the subcommand whose options they are not
+            sub = SUBCOMMANDS.get(getattr(args, "command", None) or "")
+            where = parser._subparsers._group_actions[0].choices[args.command] if sub else parser
+            where.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit_:
         if exit_.code in (0, None):  # --help, --version
             raise

@@ -117,18 +117,29 @@ def resolve_tau(method: str, tau: int | None) -> int:
     return tau
 
 
-def method_arg_names(method: str) -> set[str]:
-    """The keyword arguments weight method ``method`` takes (its constructors' named parameters, minus ``tau``)."""
+def method_arg_names(method: str) -> dict[str, Any]:
+    """The keyword arguments weight method ``method`` takes (its constructors' named parameters, minus ``tau``),
+    each with its default (``inspect.Parameter.empty`` if none)."""
     from sparks.core.methods import WeightMethod, get_method
 
-    names: set[str] = set()
+    names: dict[str, Any] = {}
     for cls in get_method(method).__mro__:
         if not (isinstance(cls, type) and issubclass(cls, WeightMethod)) or "__init__" not in vars(cls):
             continue
         for p in inspect.signature(cls.__init__).parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "tau"):
-                names.add(p.name)
+                names.setdefault(p.name, p.default)
     return names
+
+
+def _try_method(method: str, tau: int, options: dict[str, Any]) -> None:
+    """Build one weight method with ``options`` so that a bad value fails now, in one line, not mid-run."""
+    from sparks.core.methods import get_method
+
+    try:
+        get_method(method)(tau=tau, **options)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--method-args: {first_line(err)}") from None
 
 
 def _number(cfg: TrainConfig, name: str, *, integer: bool, low: float, high: float = math.inf,
@@ -183,10 +194,19 @@ def validate(cfg: TrainConfig) -> None:
         if not isinstance(cfg.method_args, dict) or not all(isinstance(k, str) for k in cfg.method_args):
             raise UsageError(f"--method-args must be KEY=VALUE pairs, got {cfg.method_args!r}")
         allowed = method_arg_names(cfg.method)
-        unknown = sorted(set(cfg.method_args) - allowed)
+        unknown = sorted(set(cfg.method_args) - set(allowed))
         if unknown:
             raise UsageError(f"--method-args: method {cfg.method!r} takes no option {unknown[0]!r}; it takes: "
                              f"{', '.join(sorted(allowed)) or 'none'}")
+        for key, value in cfg.method_args.items():
+            default = allowed[key]
+            kind = type(default) if isinstance(default, bool | int | float | str) else None
+            fits = kind is None or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))) or (
+                kind is float and isinstance(value, int) and not isinstance(value, bool))
+            if not fits or (isinstance(value, float) and not math.isfinite(value)):
+                raise UsageError(f"--method-args {key} must be a finite {kind.__name__} like its default {default!r}, "
+                                 f"got {value!r}")
+        _try_method(cfg.method, cfg.tau, cfg.method_args)
     if cfg.threads == "auto":
         cfg.threads = None
     _number(cfg, "width", integer=False, low=0, high=MAX_WIDTH, low_open=True)
