@@ -138,6 +138,8 @@ def test_yaml_values_are_checked_like_flags(tmp_path, capsys):
     (["summary", "--arch", "vgg_small", "--input-size", "3", "32"], "argument --input-size: expected 3 arguments"),
     (["summary", "--arch", "vgg_small", "--input-size", "3", "32", "32", "28"],
      "sparks summary: error: unrecognized arguments: 28 (see sparks summary --help)"),
+    (["summary", "--arch", "vgg_small", "--num-classes", "1000000000"], "num_classes must be an int in 1..65536"),
+    (["summary", "--arch", "reactnet18", "--width", "1e6"], "width must be a number in (0, 64], got 1000000.0"),
     (["models", "--width", "0"], "argument --width: must be a finite number > 0, got 0"),
     (["models", "--method", "sign", "--tau", "4"], "--tau 4 contradicts --method sign"),
     (["eval", "--checkpoint", "x.pt", "--workers", "-1"], "--workers must be an integer >= 0"),

@@ -23,13 +23,15 @@ STAGE_CHANNELS = (64, 128, 256, 512)
 
 
 MAX_WIDTH = 64.0  # a width multiplier beyond this builds layers of tens of thousands of channels
+MAX_CHANNELS = 1 << 16  # of the input and of the classifier (the .sparks format's limit too)
 
 
 def check_args(num_classes: int, in_channels: int, width: float) -> None:
-    """``ValueError`` naming the argument unless num_classes, in_channels ≥ 1 and 0 < width ≤ MAX_WIDTH (finite)."""
+    """``ValueError`` naming the argument unless 1 ≤ num_classes, in_channels ≤ MAX_CHANNELS and 0 < width ≤
+    MAX_WIDTH (finite): checked before any layer is allocated."""
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHANNELS:
+            raise ValueError(f"{name} must be an int in 1..{MAX_CHANNELS}, got {value!r}")
     if isinstance(width, bool) or not isinstance(width, int | float) or not (
             math.isfinite(width) and 0 < width <= MAX_WIDTH):
         raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
