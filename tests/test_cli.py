@@ -59,7 +59,8 @@ def test_help_has_the_shared_flags_and_one_style(capsys, command):
             assert "[default: " in action.help, (command, action.dest)  # a default is always shown the same way
     assert ("threads" in actions) == (command in WITH_THREADS)
     if command in WITH_THREADS:
-        assert actions["threads"].help == THREADS_HELP and actions["threads"].type is threads_value
+        threads = actions["threads"]
+        assert (threads.help, threads.type, threads.metavar) == (THREADS_HELP, threads_value, "N")
     assert ("checkpoint" in actions) == (command in WITH_CHECKPOINT)
     assert ("model" in actions) == (command in WITH_MODEL)
     if command in ("export", "summary"):
@@ -235,8 +236,8 @@ def test_run_val_split_comes_from_the_file_or_is_refused():
 # ------------------------------------------------------------------------------------- --json end to end
 
 
-def test_json_train_export_run_eval_analyze(tmp_path, capsys, fashion_mnist_root):
-    """One tiny run through the reporting subcommands with --json; ``run --split val`` evaluates exactly the images
+def test_json_train_export_run(tmp_path, capsys, fashion_mnist_root):
+    """One tiny run through train, export and run with --json; ``run --split val`` evaluates exactly the images
     the training run validated on (the split recorded at export), so both give the same top-1."""
     out = tmp_path / "run"
     assert main(["train", "--arch", "vgg_small", "--width", "0.0625", "--data", str(fashion_mnist_root), "--subset",
@@ -256,6 +257,4 @@ def test_json_train_export_run_eval_analyze(tmp_path, capsys, fashion_mnist_root
     ran = json.loads(capsys.readouterr().out)
     assert ran["n"] == 120 and ran["dataset"] == "fashion-mnist" and 0 <= ran["top1"] <= ran["top5"] <= 100
     assert ran["top1"] == pytest.approx(row["val_acc"])  # the training run's own val evaluation
-    assert main(["analyze", "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "an"), "--json"]) == 0
-    analysis = json.loads(capsys.readouterr().out)
-    assert analysis["aggregate"]["layers"] == 5 and all(Path(p).is_file() for p in analysis["files"])
+    # (analyze --json: tests/test_analysis.py::test_cli_analyze)

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         value_type = threads_value if name == "threads" else _TYPES[kind]
         if name == "threads":
             help_text = THREADS_HELP  # the one --threads of every subcommand
-        parser.add_argument(flag, type=value_type, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text,
-                            **kwargs)
+        parser.add_argument(flag, type=value_type, default=argparse.SUPPRESS, help=help_text,
+                            metavar="N" if name == "threads" else name.upper(), **kwargs)
     add_json(parser, "the last epoch's metrics row")
     parser.set_defaults(func=run)
 
