@@ -217,6 +217,17 @@ def test_wrong_file_messages_say_what_it_is_and_what_to_do(tmp_path, capsys, mon
     assert not Path("x.sparks").exists() and not Path("a").exists()
 
 
+def test_unwritable_outputs_are_refused_before_loading(tmp_path, capsys):
+    ckpt = tmp_path / "c.pt"
+    torch.save({"format_version": 1}, ckpt)  # never loaded: the --out check comes first
+    assert main(["export", "--checkpoint", str(ckpt), "--out", "/proc/x.sparks"]) == 2
+    assert "--out /proc/x.sparks: cannot write into /proc" in one_line(capsys)
+    assert main(["analyze", "--checkpoint", str(ckpt), "--out", "/proc/sparks-analysis"]) == 2
+    assert "--out /proc/sparks-analysis: cannot write into /proc" in one_line(capsys)
+    assert main(["analyze", "--checkpoint", str(ckpt), "--out", str(ckpt)]) == 2
+    assert f"--out {ckpt} exists and is not a directory" in one_line(capsys)
+
+
 def test_run_val_split_comes_from_the_file_or_is_refused():
     from sparks.cli.run_cmd import split_options
     from sparks.errors import UsageError

@@ -36,14 +36,14 @@ def write_json(data: object, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparks.analysis import analyze, plot_analysis
     from sparks.train.checkpoint import load_model
+    from sparks.train.config import check_output_dir
 
     if not 1 <= args.tau_max <= 9:
         raise UsageError(f"--tau-max must be in 1..9, got {args.tau_max}")
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
+    check_output_dir(out)
     from sparks.filekind import expect_checkpoint
 
     expect_checkpoint(args.checkpoint)

@@ -27,13 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from sparks.errors import UsageError
     from sparks.filekind import expect_checkpoint
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from sparks.train.config import split_record
+    from sparks.train.config import check_output_dir, split_record
 
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"output folder {out_dir} does not exist")
     if os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a directory; give a file name such as {args.out}/model.sparks")
+    check_output_dir(out_dir, shown=args.out)
     expect_checkpoint(args.checkpoint)
     state = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state, args.checkpoint).eval()

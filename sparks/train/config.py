@@ -240,20 +240,23 @@ def split_record(config: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: config[key] for key in SPLIT_KEYS}
 
 
-def check_output_dir(out: str | Path) -> None:
-    """``UsageError`` unless ``out`` is a directory, or can be created, that this process may write into."""
+def check_output_dir(out: str | Path, flag: str = "--out", shown: str | None = None) -> None:
+    """``UsageError`` unless ``out`` is a directory, or can be created, that this process may write into (tried with
+    a temporary directory: ``os.access`` says yes to root even on read-only or virtual file systems). ``shown`` is
+    the value to name in the message (default ``out``)."""
     path = Path(out)
+    shown = str(path) if shown is None else shown
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path} exists and is not a directory")
+        raise UsageError(f"{flag} {shown} exists and is not a directory")
     probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"--out {path}: {probe} is not a directory")
-    try:  # os.access says yes to root even on read-only or virtual file systems: try it
+        raise UsageError(f"{flag} {shown}: {probe} is not a directory")
+    try:
         tempfile.TemporaryDirectory(dir=probe, prefix=".sparks-probe-").cleanup()
     except OSError as err:
-        raise UsageError(f"--out {path}: cannot write into {probe} ({err.strerror or err})") from None
+        raise UsageError(f"{flag} {shown}: cannot write into {probe} ({err.strerror or err})") from None
 
 
 def parse_method_args(items: list[str] | dict | None) -> dict[str, Any] | None:
