@@ -11,36 +11,14 @@ real-valued. ``reactnet18``/``reactnet34`` use the ImageNet stem (7×7 stride-2 
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from sparks.core.activation import LearnableBias, RPReLU
 from sparks.core.layers import SubBitConv2d
 from sparks.models._registry import register_model
+from sparks.models.args import DEFAULT_TAU, check_args, scaled
 
 STAGE_CHANNELS = (64, 128, 256, 512)
-
-
-MAX_WIDTH = 64.0  # a width multiplier beyond this builds layers of tens of thousands of channels
-MAX_CHANNELS = 1 << 16  # of the input and of the classifier (the .sparks format's limit too)
-
-
-def check_args(num_classes: int, in_channels: int, width: float) -> None:
-    """``ValueError`` naming the argument unless 1 ≤ num_classes, in_channels ≤ MAX_CHANNELS and 0 < width ≤
-    MAX_WIDTH (finite): checked before any layer is allocated."""
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHANNELS:
-            raise ValueError(f"{name} must be an int in 1..{MAX_CHANNELS}, got {value!r}")
-    if isinstance(width, bool) or not isinstance(width, int | float) or not (
-            math.isfinite(width) and 0 < width <= MAX_WIDTH):
-        raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channel count times the width multiplier, at least 8."""
-    return max(8, int(round(channels * width)))
-
 
 class BasicBlock(nn.Module):
     """One binary 3×3 conv with its own (identity or downsampling) shortcut."""
@@ -104,7 +82,7 @@ def _resnet(blocks, stem_fn, *, num_classes, in_channels, width, tau, method, **
 
 
 @register_model(image_size=(224, 224))
-def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 (ImageNet stem, 16 binary 3×3 convs in [4, 4, 4, 4] blocks)."""
     return _resnet((4, 4, 4, 4), _imagenet_stem, num_classes=num_classes, in_channels=in_channels, width=width,
@@ -112,7 +90,7 @@ def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 
 
 
 @register_model(image_size=(224, 224))
-def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-34 (ImageNet stem, 32 binary 3×3 convs in [6, 8, 12, 6] blocks)."""
     return _resnet((6, 8, 12, 6), _imagenet_stem, num_classes=num_classes, in_channels=in_channels, width=width,
@@ -120,7 +98,7 @@ def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 
 
 
 @register_model(image_size=(32, 32))
-def resnet18_cifar(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+def resnet18_cifar(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                    method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 blocks with a real 3×3 stride-1 stem, for 32×32 and 28×28 inputs."""
     return _resnet((4, 4, 4, 4), _cifar_stem, num_classes=num_classes, in_channels=in_channels, width=width,

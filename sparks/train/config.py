@@ -96,25 +96,13 @@ def default_text(name: str) -> str | None:
 
 
 def resolve_tau(method: str, tau: int | None) -> int:
-    """τ of weight method ``method``: the given one, 5 if ``None``; a method with a fixed τ (sign, float: 9) takes
-    only that. ``UsageError`` for an unknown method, a τ outside 1..9 or a τ the method contradicts."""
-    from sparks.core.methods import check_tau, get_method
+    """:func:`sparks.models.args.resolve_tau` with its ``ValueError`` as a one-line ``UsageError``."""
+    from sparks.models.args import resolve_tau as resolve
 
     try:
-        cls = get_method(method)
+        return resolve(method, tau, flags=("--tau", "--method"))
     except ValueError as err:
         raise UsageError(first_line(err)) from None
-    fixed = getattr(cls, "fixed_tau", None)
-    if tau is None:
-        return fixed or 5
-    try:
-        check_tau(tau)
-    except ValueError as err:
-        raise UsageError(first_line(err)) from None
-    if fixed is not None and tau != fixed:
-        raise UsageError(f"--tau {tau} contradicts --method {method}, which is always tau={fixed} "
-                         f"(omit --tau, or pick a sub-bit method: sparks, snn, topn, random)")
-    return tau
 
 
 def method_arg_names(method: str) -> dict[str, Any]:
@@ -168,7 +156,7 @@ def validate(cfg: TrainConfig) -> None:
     """Check every value of ``cfg`` (types, ranges, finiteness, names, weight-method options, contradictions) and
     resolve ``tau``; raises a one-line ``UsageError`` naming the option and the allowed values. Touches no file."""
     from sparks.models import list_models
-    from sparks.models.resnet import MAX_WIDTH
+    from sparks.models.args import MAX_WIDTH
     from sparks.train.data import DATASETS
 
     for name in ("arch", "dataset", "method", "schedule", "temp_schedule", "amp", "device"):
