@@ -228,6 +228,15 @@ def test_unwritable_outputs_are_refused_before_loading(tmp_path, capsys):
     assert f"--out {ckpt} exists and is not a directory" in one_line(capsys)
 
 
+def test_split_record_of_a_config():
+    from sparks.train.config import split_record
+
+    config = {"dataset": "cifar10", "val_fraction": 0.1, "seed": 3, "subset": 500, "lr": 0.1}
+    assert split_record(config) == {"dataset": "cifar10", "val_fraction": 0.1, "seed": 3, "subset": 500}
+    assert split_record({**config, "split_seed": 0})["seed"] == 0  # the split's own seed wins
+    assert split_record({"dataset": "cifar10"}) is None and split_record(None) is None
+
+
 def test_run_val_split_comes_from_the_file_or_is_refused():
     from sparks.cli.run_cmd import split_options
     from sparks.errors import UsageError

@@ -225,7 +225,10 @@ def split_record(config: dict[str, Any] | None) -> dict[str, Any] | None:
     when the config does not say; ``sparks export`` stores it as ``metadata["training"]["data"]``."""
     if not isinstance(config, dict) or not all(key in config for key in SPLIT_KEYS):
         return None
-    return {key: config[key] for key in SPLIT_KEYS}
+    record = {key: config[key] for key in SPLIT_KEYS}
+    if config.get("split_seed") is not None:  # a run whose val split was drawn with its own seed
+        record["seed"] = config["split_seed"]
+    return record
 
 
 def check_output_dir(out: str | Path, flag: str = "--out", shown: str | None = None) -> None:
