@@ -128,6 +128,10 @@ def test_yaml_values_are_checked_like_flags(tmp_path, capsys):
     cfg.write_text("width: .inf\n")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "--width must be a finite number" in one_line(capsys)
+    from sparks.train.config import make_config
+
+    assert make_config({"threads": "auto"}).threads is None and make_config({"threads": 2}).threads == 2
+    assert make_config({"method": "sign"}).tau == 9 and make_config({}).tau == 5  # the tau a method implies
     cfg.write_text("epochs: ten\n")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "--epochs must be an integer, got 'ten'" in one_line(capsys)
