@@ -38,6 +38,7 @@ _API = {
     "load": "sparks.deploy.load",
     "SparksFormatError": "sparks.deploy.format",
     "SparksError": "sparks.errors",
+    "UsageError": "sparks.errors",
 }
 _SUBMODULES = ("analysis", "bench", "cli", "complexity", "core", "deploy", "errors", "models", "runtime", "train")
 

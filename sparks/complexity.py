@@ -178,13 +178,15 @@ def _normalize_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
     return size
 
 
-def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
+def summary(model: nn.Module, input_size: Sequence[int] | None = None,
             print_fn: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Storage, BOPs, FLOPs and OPs of ``model``, per layer and in total; prints a table unless ``print_fn=None``.
 
     Args:
         model: any ``nn.Module``; sub-bit layers are found by their attributes (see module docstring).
         input_size: (N, C, H, W) or (C, H, W) of the forward pass used to record shapes; counts are per image.
+            Default: the model's own (:func:`sparks.models.input_size`: what it was trained at, else its
+            architecture's registered size), the same as ``sparks summary``; required for other models.
         print_fn: called with each line of the table (default ``print``); ``None`` prints nothing.
 
     Returns:
@@ -195,6 +197,12 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
     Raises:
         ValueError: a malformed ``input_size``, or a forward pass that fails with it.
     """
+    if input_size is None:
+        from sparks.models import input_size as model_input_size
+
+        input_size = model_input_size(model)
+        if input_size is None:
+            raise ValueError("pass input_size=(C, H, W): the model is not a registered architecture")
     size = _normalize_input_size(input_size)
     modules = _counted_modules(model)
     records = {name: _Record() for name, _ in modules}

@@ -151,9 +151,11 @@ def test_cli_analyze(tmp_path, capsys):
                 "model": model.state_dict()}, ckpt)
     out = tmp_path / "analysis"
     assert main(["analyze", "--checkpoint", str(ckpt), "--out", str(out), "--tau-max", "6",
-                 "--layer", "features.0.conv"]) == 0
-    assert "top-32 coverage" in capsys.readouterr().out
+                 "--layer", "features.0.conv", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # --json: stdout is one JSON document
     data = json.loads((out / "analysis.json").read_text())
+    assert printed["aggregate"] == data["aggregate"] and sorted(printed["files"]) == sorted(
+        str(p) for p in [out / "analysis.json", *out.glob("*.png")])
     assert set(data) == {"model", "tau_max", "layers", "aggregate"} and data["tau_max"] == 6
     assert data["layers"][0]["selection"]["used"] <= 16
     assert {p.name for p in out.glob("*.png")} == {"coverage.png", "rank_frequency.png", "top_codewords.png"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import pickle
 import shutil
@@ -12,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar10
 from torch.utils.data import default_collate
 
 from sparks.errors import UsageError
 from sparks.train import data
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465]).reshape(3, 1, 1)
@@ -28,16 +26,6 @@ def _raw_idx(path: Path, header: int) -> np.ndarray:
     """Reference IDX reader: skip the fixed-size header, no validation."""
     with gzip.open(path, "rb") as f:
         return np.frombuffer(f.read(), dtype=np.uint8)[header:]
-
-
-def _expand_module():
-    path = SHARED / "data" / "cifar10" / "expand.py"
-    if not path.is_file():
-        pytest.skip("../shared/data/cifar10/expand.py not found")
-    spec = importlib.util.spec_from_file_location("cifar10_expand", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _is_crop_flip(aug: np.ndarray, padded: np.ndarray, size: int) -> bool:
@@ -125,32 +113,32 @@ def test_missing_dirs_and_unknown_dataset(tmp_path):
 
 def test_cifar10_reader(cifar10_root):
     splits = data.build_datasets("cifar10", str(cifar10_root))
-    assert (len(splits.train), splits.val, splits.test) == (50000, None, None)
+    assert (len(splits.train), splits.val, splits.test) == (300, None, None)
     assert (splits.num_classes, splits.in_channels, splits.input_size) == (10, 3, (32, 32))
     assert splits.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                   "truck"]
     labels = splits.train.labels
-    assert labels.dtype == torch.int64 and torch.bincount(labels).tolist() == [5000] * 10
+    assert labels.dtype == torch.int64 and torch.bincount(labels).tolist() == [30] * 10
     # reference: the plain pickle module on the file this test session wrote itself
     with open(cifar10_root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
         ref = pickle.load(f, encoding="bytes")
     rows = ref[b"data"].reshape(-1, 3, 32, 32)
-    assert torch.equal(splits.train.images[10000:20000], torch.from_numpy(rows))
-    assert labels[10000:20000].tolist() == ref[b"labels"]
+    assert torch.equal(splits.train.images[60:120], torch.from_numpy(rows))
+    assert labels[60:120].tolist() == ref[b"labels"]
     # the same folder given directly
     direct = data.build_datasets("cifar10", str(cifar10_root / "cifar-10-batches-py"), augment=False)
-    image, label = direct.train[10007]
+    image, label = direct.train[67]
     assert label == ref[b"labels"][7] and direct.train[-1][1] == int(labels[-1])
     with pytest.raises(IndexError):
-        direct.train[50000]
+        direct.train[300]
     np.testing.assert_allclose(image.numpy(), (rows[7] / 255.0 - CIFAR_MEAN) / CIFAR_STD, atol=1e-5)
 
 
 def test_cifar10_val_split_and_subset(cifar10_root):
     splits = data.build_datasets("cifar10", str(cifar10_root), val_fraction=0.1, seed=3)
     train_idx, val_idx = splits.train.indices, splits.val.indices
-    assert len(val_idx) == 5000 and len(train_idx) == 45000
-    assert not set(train_idx) & set(val_idx) and set(train_idx) | set(val_idx) == set(range(50000))
+    assert len(val_idx) == 30 and len(train_idx) == 270
+    assert not set(train_idx) & set(val_idx) and set(train_idx) | set(val_idx) == set(range(300))
     assert data.build_datasets("cifar10", str(cifar10_root), val_fraction=0.1, seed=3).val.indices == val_idx
     assert data.build_datasets("cifar10", str(cifar10_root), val_fraction=0.1, seed=4).val.indices != val_idx
     # val is not augmented: the same item twice is identical
@@ -187,14 +175,12 @@ def test_cifar10_augmentation_and_loader(cifar10_root):
 
 
 def _write_tiny_cifar(folder: Path, with_test: bool) -> None:
-    expand = _expand_module()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     y = np.arange(20) % 10
-    names = data.CIFAR10_CLASSES
-    expand.write_batches(x, y, names, str(folder), per_batch=4)
+    write_cifar10(folder, x, y, per_batch=4)
     if with_test:
-        expand.write_batches(x[:6], y[:6], names, str(folder), prefix="test_batch", per_batch=6, label="testing")
+        write_cifar10(folder, x[:6], y[:6], per_batch=6, prefix="test_batch", label="testing")
 
 
 def test_cifar10_test_batch_and_missing_batch(tmp_path):

@@ -283,7 +283,8 @@ def test_cli_export_run_bench(tmp_path, trained, fashion_mnist_root, capsys):
     model, _, _ = trained
     ckpt = tmp_path / "best.pt"
     save_checkpoint({"format_version": FORMAT_VERSION, "model_name": model.model_name,
-                     "model_args": dict(model.model_args), "model": model.state_dict()}, ckpt)
+                     "model_args": dict(model.model_args), "model": model.state_dict(),
+                     "data": {"input_size": [28, 28]}}, ckpt)  # what it was trained at: the export's input size
     out = tmp_path / "m.sparks"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out

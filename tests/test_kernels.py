@@ -162,9 +162,30 @@ def test_bad_input_raises():
         K.binary_conv3x3_fused(xp, wp, 10, 1, np.ones(3, np.float32), np.ones(4, np.float32))
 
 
-def test_choose_binary_kernel():
-    for args in [(256, 256, 14, 14, 32), (3, 64, 32, 32, 16), (512, 512, 4, 4, 16)]:
-        assert K.choose_binary_kernel(*args) in ("dense", "lut")
+def test_choose_binary_kernel(monkeypatch):
+    """The decision (docs/benchmarks.md, "Packed kernels"): dense for every shape on CPU, including c_in = 1 where
+    LUT came closest; the LUT kernel stays for other hardware. And the engine runs what the chooser picks."""
+    from sparks.deploy.format import codeword_to_kernel
+    from sparks.runtime.engine import BinaryLayer
+
+    for args in [(1, 16, 28, 28, 2), (3, 64, 32, 32, 16), (16, 16, 8, 8, 32), (256, 256, 14, 14, 32),
+                 (512, 512, 4, 4, 512)]:
+        assert K.choose_binary_kernel(*args) == "dense"
+    rng = np.random.default_rng(4)
+    c_in, c_out, n = 5, 4, 8
+    codes = rng.choice(512, n, replace=False).astype(np.uint16)
+    idx = rng.integers(0, n, (c_out, c_in)).astype(np.int32)
+    w_pm1 = codeword_to_kernel(codes[idx]).astype(np.float32)
+    layer = BinaryLayer("conv", c_in, c_out, 1, n, wp=K.pack_kernels(w_pm1), codes=codes, indices=idx,
+                        scale=np.ones(c_out, np.float32), shift=np.zeros(c_out, np.float32))
+    x = rng.standard_normal((2, 6, 6, c_in)).astype(np.float32)
+    expected = _reference(x, w_pm1, 1)
+    calls = []
+    real_lut = L.binary_conv3x3_lut
+    monkeypatch.setattr(L, "binary_conv3x3_lut", lambda *a: calls.append(1) or real_lut(*a))
+    assert np.array_equal(layer(x), expected) and not calls  # the chooser's "dense"
+    monkeypatch.setattr(K, "choose_binary_kernel", lambda *a: "lut")
+    assert np.array_equal(layer(x), expected) and calls == [1]  # a chooser saying "lut" is obeyed
 
 
 def test_kernels_do_not_import_torch():

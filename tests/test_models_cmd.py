@@ -35,3 +35,24 @@ def test_cli_bad_method_is_one_line_error(capsys):
     assert main(["models", "--method", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sparks models: error: unknown method 'nope'") and "\n" not in err
+
+
+def test_builder_arguments_are_checked_before_allocating():
+    import math
+
+    import pytest
+
+    from sparks.models import create
+    from sparks.models.args import resolve_tau
+
+    for kwargs, message in (({"width": 0}, "width must be a number in"), ({"width": math.inf}, "width"),
+                            ({"width": -1.0}, "width"), ({"num_classes": 0}, "num_classes must be an int in 1..65536"),
+                            ({"num_classes": 10**9}, "num_classes"), ({"in_channels": True}, "in_channels")):
+        with pytest.raises(ValueError, match=message):
+            create("reactnet34", **kwargs)  # would be huge: fails in the argument check, not in an allocation
+    assert [resolve_tau(m, None) for m in ("sparks", "sign", "float", "topn")] == [5, 9, 9, 5]
+    assert resolve_tau("sign", 9) == 9 and resolve_tau("snn", 3) == 3
+    with pytest.raises(ValueError, match="tau 5 contradicts method sign, which is always tau=9"):
+        resolve_tau("sign", 5)
+    with pytest.raises(ValueError, match="tau must be an int in 1..9"):
+        resolve_tau("sparks", 10)

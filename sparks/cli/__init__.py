@@ -2,49 +2,68 @@
 
 Every subcommand module defines ``register(subparsers)`` that adds its parser and sets ``func`` (called with the
 parsed args, returning an exit code). Bad input raises :class:`UsageError` (or ``ValueError``/``FileNotFoundError``
-from the library): ``main`` prints it as one line on stderr and exits with code 2.
+from the library): ``main`` prints it as one line on stderr and exits with code 2; argparse's own errors are one
+line too (:class:`sparks.cli.common.Parser`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from sparks.errors import UsageError
+from sparks.cli import (
+    analyze_cmd,
+    bench_cmd,
+    eval_cmd,
+    export_cmd,
+    models_cmd,
+    run_cmd,
+    summary_cmd,
+    sweep_cmd,
+    train_cmd,
+)
+from sparks.cli.common import Parser
+from sparks.errors import SparksError
 
-# Subcommand modules, in the order ``sparks --help`` lists them; a module missing here is simply not offered.
-SUBCOMMANDS = ("train", "eval", "models", "summary", "analyze", "export", "run", "bench", "sweep")
+# Subcommands in the order ``sparks --help`` lists them (imported explicitly: a missing module is an ImportError).
+SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "models": models_cmd, "summary": summary_cmd,
+               "analyze": analyze_cmd, "export": export_cmd, "run": run_cmd, "bench": bench_cmd, "sweep": sweep_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparks", description="Sub-bit binary neural networks (Sparks).")
-    from .. import __version__
+    from sparks import __version__
 
+    parser = Parser(prog="sparks", description="Sub-bit binary neural networks (Sparks).")
     parser.add_argument("--version", action="version", version=f"sparks {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}_cmd")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}_cmd":
-                continue
-            raise
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in SUBCOMMANDS.values():
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the subcommand whose options they are not
+            sub = SUBCOMMANDS.get(getattr(args, "command", None) or "")
+            where = parser._subparsers._group_actions[0].choices[args.command] if sub else parser
+            where.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exit_:
+        if exit_.code in (0, None):  # --help, --version
+            raise
+        return int(exit_.code) if isinstance(exit_.code, int) else 2  # the one-line error is already printed
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
-        print(f"sparks {args.command}: error: {err}", file=sys.stderr)
+    except (SparksError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as err:
+        from sparks.errors import first_line
+
+        print(f"sparks {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparks {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from sparks.atomic import atomic_path
+from sparks.cli.common import add_json, positive_int, print_json
 from sparks.errors import UsageError
 
 
@@ -18,9 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and PNG figures. Float (step-1) checkpoints are binarized by sign.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file to analyze")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
-    parser.add_argument("--tau-max", type=int, default=8, help="report coverage for τ = 1..TAU_MAX (default 8)")
-    parser.add_argument("--top", type=int, default=32, help="number of most used codewords to list and draw")
-    parser.add_argument("--layer", help="draw the top codewords of this layer instead of all layers pooled")
+    parser.add_argument("--tau-max", type=int, default=8, help="report coverage for τ = 1..TAU_MAX [default: 8]")
+    parser.add_argument("--top", type=positive_int, default=32,
+                        help="number of most used codewords to list and draw [default: 32]")
+    parser.add_argument("--layer", help="draw the top codewords of this layer [default: all layers pooled]")
+    add_json(parser, "the pooled statistics and the files written")
     parser.set_defaults(func=run)
 
 
@@ -33,14 +36,17 @@ def write_json(data: object, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparks.analysis import analyze, plot_analysis
     from sparks.train.checkpoint import load_model
+    from sparks.train.config import check_output_dir
 
     if not 1 <= args.tau_max <= 9:
         raise UsageError(f"--tau-max must be in 1..9, got {args.tau_max}")
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
+    check_output_dir(out)
+    from sparks.filekind import expect_checkpoint
+
+    expect_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
     result = analyze(model, tau_max=args.tau_max, top=args.top)
     if args.layer and args.layer not in {e["name"] for e in result["layers"]}:
@@ -49,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     write_json(result, out / "analysis.json")
     pngs = plot_analysis(result, out, layer=args.layer, top=args.top)
     agg = result["aggregate"]
+    if args.json:
+        print_json({"model": result["model"], "aggregate": agg, "files": [str(out / "analysis.json")]
+                    + [str(p) for p in pngs]})
+        return 0
     print(f"{result['model']}: {agg['layers']} binary layers, {agg['kernel']['total']:,} kernels")
     for key in ("kernel", "channel"):
         stats = agg[key]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from sparks.cli.common import add_json, add_threads, positive_float, positive_int, print_json, seed_int, set_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,23 +16,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="dataset name [default: the checkpoint's]")
     parser.add_argument("--data", help="dataset directory [default: the checkpoint's, else the standard location]")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="split to evaluate [default: test]")
-    parser.add_argument("--val-fraction", type=float, help="validation fraction [default: the checkpoint's]")
-    parser.add_argument("--seed", type=int, help="seed of the validation split [default: the checkpoint's]")
-    parser.add_argument("--subset", type=int, help="only the first N examples [default: the checkpoint's]")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size [default: 256]")
-    parser.add_argument("--workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--val-fraction", type=positive_float, help="validation fraction [default: the checkpoint's]")
+    parser.add_argument("--seed", type=seed_int, help="seed of the validation split [default: the checkpoint's]")
+    parser.add_argument("--subset", type=positive_int, help="only the first N examples [default: the checkpoint's]")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="evaluation batch size [default: 256]")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes [default: 0]")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto [default: auto]")
-    parser.add_argument("--json", action="store_true", help='print {"top1": .., "top5": .., "n": ..} as JSON')
+    add_threads(parser)
+    add_json(parser, '{"split", "top1", "top5", "n"}')
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sparks.errors import UsageError
+    from sparks.filekind import expect_checkpoint
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
     from sparks.train.data import DATASETS, build_datasets
     from sparks.train.distributed import DistInfo, resolve_device
     from sparks.train.loop import evaluate
 
+    if args.workers < 0:
+        raise UsageError(f"--workers must be an integer >= 0, got {args.workers}")
+    if args.val_fraction is not None and args.val_fraction >= 1:
+        raise UsageError(f"--val-fraction must be a number in [0, 1), got {args.val_fraction}")
+    set_threads(args.threads)
+    expect_checkpoint(args.checkpoint)
     state = load_checkpoint(args.checkpoint)
     stored = dict(state.get("config") or {})
     dataset = args.dataset or stored.get("dataset")
@@ -53,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if split is None:
         raise UsageError(f"dataset {dataset!r} has no {args.split} split"
                          + (" (pass --val-fraction)" if args.split == "val" else ""))
-    result = evaluate(model, split, batch_size=args.batch_size, workers=args.workers or 0,
+    result = evaluate(model, split, batch_size=args.batch_size, workers=args.workers,
                       amp=stored.get("amp", "auto"), info=DistInfo(device=device))
     if args.json:
-        print(json.dumps({"top1": result["top1"], "top5": result["top5"], "n": result["n"]}))
+        print_json({"split": args.split, "top1": result["top1"], "top5": result["top5"], "n": result["n"]})
     else:
         print(f"{args.split}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  (n={result['n']})")
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from sparks.cli.common import add_json, positive_float, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,10 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the registered models, each built with its default arguments (1000 classes for reactnet*, "
                     "10 for the CIFAR ones; Sparks τ=5 unless --method/--tau say otherwise), with its parameter count "
                     "and number of sub-bit layers.")
-    parser.add_argument("--method", help="weight method to build with (default: each builder's, sparks)")
-    parser.add_argument("--tau", type=int, help="bits per kernel index, 1..9 (default: each builder's, 5)")
-    parser.add_argument("--width", type=float, help="channel width multiplier (default 1)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--method", help="weight method to build with [default: sparks]")
+    parser.add_argument("--tau", type=int, help="bits per kernel index, 1..9 [default: 5, or 9 for sign and float]")
+    parser.add_argument("--width", type=positive_float, help="channel width multiplier [default: 1]")
+    add_json(parser, "a list of rows")
     parser.set_defaults(func=run)
 
 
@@ -43,10 +44,12 @@ def describe(name: str, **kwargs: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from sparks.models import list_models
+    from sparks.train.config import resolve_tau
 
-    rows = [describe(name, method=args.method, tau=args.tau, width=args.width) for name in list_models()]
+    tau = resolve_tau(args.method or "sparks", args.tau) if args.method is not None or args.tau is not None else None
+    rows = [describe(name, method=args.method, tau=tau, width=args.width) for name in list_models()]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     head = ("model", "params", "sub-bit layers", "binary weights", "selection params", "classes", "method")
     table = [head] + [(r["name"], f"{r['params']:,}", str(r["subbit_layers"]), f"{r['binary_weights']:,}",

@@ -1,27 +1,49 @@
-"""``sparks run``: accuracy and images/s of a ``.sparks`` model on the packed CPU engine."""
+"""``sparks run``: accuracy and images/s of a ``.sparks`` model (``sparks.load``: packed CPU engine by default)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from typing import Any
+
+from sparks.cli.common import add_json, add_threads, positive_int, print_json, set_threads
+from sparks.deploy.load import DEFAULT_RUNTIME, RUNTIMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run a .sparks model on a dataset (packed engine)",
-                                   description="Run an exported .sparks model with the packed CPU engine on a "
-                                   "dataset split; print top-1 accuracy and throughput.")
+                                   description="Run an exported .sparks model (sparks.load) on a dataset split; "
+                                   "print top-1 and top-5 accuracy and throughput. --split val is the validation "
+                                   "split the model was trained with, as recorded by `sparks export`.")
     parser.add_argument("--model", required=True, help=".sparks file from `sparks export`")
-    parser.add_argument("--dataset", required=True, help="dataset: fashion-mnist, cifar10 or imagefolder")
+    parser.add_argument("--dataset", help="dataset: fashion-mnist, cifar10 or imagefolder [default: the model's]")
     parser.add_argument("--data", help="dataset directory [default: the dataset's standard location]")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="split [default: test]")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per engine call [default: 256]")
-    parser.add_argument("--limit", type=int, help="only the first N images")
-    parser.add_argument("--runtime", choices=("packed", "torch"), default="packed",
-                        help="engine [default: packed]; torch runs the rebuilt PyTorch module")
-    parser.add_argument("--threads", type=int, help="numba threads [default: all cores]")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per engine call [default: 256]")
+    parser.add_argument("--limit", type=positive_int, help="only the first N images [default: all]")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help=f"engine; torch runs the rebuilt PyTorch module [default: {DEFAULT_RUNTIME}]")
+    add_threads(parser)
+    add_json(parser, '{"split", "top1", "top5", "n", "images_per_s", ...}')
     parser.set_defaults(func=run)
+
+
+def split_options(metadata: dict[str, Any], dataset: str, split: str, model: str) -> dict[str, Any]:
+    """``build_datasets`` options for ``split``: for ``val``, the split recorded in the file (or a UsageError)."""
+    from sparks.errors import UsageError
+
+    if split != "val":
+        return {"val_fraction": 0.0}
+    record = ((metadata.get("training") or {}).get("data")) if isinstance(metadata.get("training"), dict) else None
+    if not isinstance(record, dict) or not record.get("dataset"):
+        raise UsageError(f"{model} does not record the split it was trained with; use --split test (or re-export it "
+                         "from its checkpoint with this sparks version)")
+    if record["dataset"] != dataset:
+        raise UsageError(f"{model} was trained on {record['dataset']}, so it has no val split of {dataset}")
+    if not record.get("val_fraction"):
+        raise UsageError(f"{model} was trained on all training images of {dataset} (no val split); use --split test")
+    return {"val_fraction": float(record["val_fraction"]), "seed": int(record.get("seed") or 0),
+            "subset": record.get("subset")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,53 +51,48 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from sparks.deploy.format import read_sparks
-    from sparks.deploy.rebuild import torch_model
+    from sparks.deploy.load import load
     from sparks.errors import UsageError
-    from sparks.runtime import PackedModel
+    from sparks.filekind import expect_sparks
     from sparks.train.data import build_datasets
 
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise UsageError(f"--batch-size and --limit must be positive, got {args.batch_size} and {args.limit}")
-    if args.threads is not None:
-        _set_threads(args.threads)
-    meta, tensors = read_sparks(args.model)
-    data = build_datasets(args.dataset, args.data, augment=False, val_fraction=0.1 if args.split == "val" else 0.0)
+    set_threads(args.threads)
+    expect_sparks(args.model)
+    model = load(args.model, runtime=args.runtime)
+    meta = model.metadata
+    recorded = ((meta.get("training") or {}).get("data") or {}) if isinstance(meta.get("training"), dict) else {}
+    dataset = args.dataset or (recorded.get("dataset") if isinstance(recorded, dict) else None)
+    if not dataset:
+        raise UsageError(f"{args.model} does not record its dataset; pass --dataset")
+    data = build_datasets(dataset, args.data, augment=False, **split_options(meta, dataset, args.split, args.model))
     split = getattr(data, args.split)
     if split is None:
-        raise UsageError(f"dataset {args.dataset!r} has no {args.split} split")
+        raise UsageError(f"dataset {dataset!r} has no {args.split} split")
     channels = meta["input"]["channels"]
     if channels != data.in_channels or meta["num_classes"] < data.num_classes:
         raise UsageError(f"{args.model} takes {channels}-channel images and gives {meta['num_classes']} logits; "
-                         f"{args.dataset} has {data.in_channels}-channel images in {data.num_classes} classes")
-    model = PackedModel(meta, tensors) if args.runtime == "packed" else torch_model(meta, tensors)
+                         f"{dataset} has {data.in_channels}-channel images in {data.num_classes} classes")
     n = len(split) if args.limit is None else min(args.limit, len(split))
-    correct, seconds = 0, 0.0
-    loader = DataLoader(Subset(split, range(n)), batch_size=args.batch_size, shuffle=False)
-    for x, labels in loader:
+    correct1 = correct5 = 0
+    seconds = 0.0
+    for x, labels in DataLoader(Subset(split, range(n)), batch_size=args.batch_size, shuffle=False):
         t0 = time.perf_counter()
-        if args.runtime == "packed":
-            logits = model(x.numpy())
-        else:
+        if args.runtime == "torch":
             with torch.no_grad():
                 logits = model(x).numpy()
+        else:
+            logits = model(x.numpy())
         seconds += time.perf_counter() - t0
-        correct += int((np.argmax(logits, 1) == np.asarray(labels)).sum())
-    result = {"top1": 100.0 * correct / max(n, 1), "n": n, "images_per_s": n / seconds if seconds else None,
+        labels = np.asarray(labels)
+        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        correct1 += int((top5[:, 0] == labels).sum())
+        correct5 += int((top5 == labels[:, None]).any(axis=1).sum())
+    result = {"split": args.split, "dataset": dataset, "top1": 100.0 * correct1 / max(n, 1),
+              "top5": 100.0 * correct5 / max(n, 1), "n": n, "images_per_s": n / seconds if seconds else None,
               "runtime": args.runtime, "batch_size": args.batch_size}
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
-        print(f"{args.split}: top-1 {result['top1']:.2f}% (n={n}), {result['images_per_s']:.1f} images/s "
-              f"({args.runtime} engine, batch {args.batch_size})")
+        print(f"{args.split}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  (n={n}), "
+              f"{result['images_per_s']:.1f} images/s ({args.runtime} engine, batch {args.batch_size})")
     return 0
-
-
-def _set_threads(threads: int) -> None:
-    import numba
-
-    from sparks.errors import UsageError
-
-    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise UsageError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {threads}")
-    numba.set_num_threads(threads)

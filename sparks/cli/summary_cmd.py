@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from sparks.cli.common import add_input_size, add_json, positive_float, positive_int, print_json
 from sparks.errors import UsageError
 
 
@@ -15,36 +15,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OPs = BOPs/64 + FLOPs, per image. Conventions: docs/complexity.md.")
     parser.add_argument("--arch", help="registered model name (see `sparks models`)")
     parser.add_argument("--checkpoint", help="rebuild the model from this checkpoint instead of --arch")
-    parser.add_argument("--tau", type=int, help="bits per kernel index, 1..9")
-    parser.add_argument("--method", help="weight method (sparks, sign, snn, topn, random, float)")
-    parser.add_argument("--width", type=float, help="channel width multiplier")
-    parser.add_argument("--num-classes", type=int, help="classifier outputs")
-    parser.add_argument("--input-size", type=int, nargs="+", metavar="DIM",
-                        help="C H W or N C H W (default: the checkpoint's training size, else C×224×224 for "
-                             "reactnet*, C×32×32 otherwise, C×28×28 for 1-channel models)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    parser.add_argument("--tau", type=int, help="bits per kernel index, 1..9 [default: 5, or 9 for sign and float]")
+    parser.add_argument("--method", help="weight method: sparks, sign, snn, topn, random or float [default: sparks]")
+    parser.add_argument("--width", type=positive_float, help="channel width multiplier [default: 1]")
+    parser.add_argument("--num-classes", type=positive_int, help="classifier outputs [default: the builder's]")
+    add_input_size(parser, "the checkpoint's training size, else the architecture's (224 for reactnet*, else 32)")
+    add_json(parser, "the totals and per-layer rows")
     parser.set_defaults(func=run)
-
-
-def default_input_size(model) -> tuple[int, int, int]:
-    """The (H, W) the checkpoint was trained at if it says; else C×224×224 for the ImageNet models (reactnet*),
-    C×32×32 for CIFAR ones, C×28×28 when C = 1 (Fashion-MNIST)."""
-    model_name = getattr(model, "model_name", "") or ""
-    channels = int((getattr(model, "model_args", None) or {}).get("in_channels", 3))
-    trained = (getattr(model, "checkpoint_data", None) or {}).get("input_size")
-    if trained and len(trained) == 2:
-        return channels, int(trained[0]), int(trained[1])
-    if model_name.startswith("reactnet"):
-        return channels, 224, 224
-    return (channels, 28, 28) if channels == 1 else (channels, 32, 32)
 
 
 def build_model(args: argparse.Namespace):
     """The model the arguments name: from ``--checkpoint`` (other model flags must agree with it) or ``--arch``."""
     requested = {"tau": args.tau, "method": args.method, "width": args.width, "num_classes": args.num_classes}
     if args.checkpoint:
+        from sparks.filekind import expect_checkpoint
         from sparks.train.checkpoint import load_model
 
+        expect_checkpoint(args.checkpoint)
         model = load_model(args.checkpoint)
         name = getattr(model, "model_name", None)
         stored = getattr(model, "model_args", {}) or {}
@@ -57,18 +44,18 @@ def build_model(args: argparse.Namespace):
     if not args.arch:
         raise UsageError("give --arch NAME or --checkpoint FILE")
     from sparks.models import create
+    from sparks.train.config import resolve_tau
 
+    if args.method is not None or args.tau is not None:
+        requested["tau"] = resolve_tau(args.method or "sparks", args.tau)
     return create(args.arch, **requested)
 
 
 def run(args: argparse.Namespace) -> int:
     from sparks.complexity import summary
 
-    if args.input_size is not None and len(args.input_size) not in (3, 4):
-        raise UsageError(f"--input-size takes C H W or N C H W, got {len(args.input_size)} numbers")
     model = build_model(args)
-    size = args.input_size or default_input_size(model)
-    result = summary(model, size, print_fn=None if args.json else print)
+    result = summary(model, args.input_size, print_fn=None if args.json else print)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     return 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import sys
 from pathlib import Path
 
+from sparks.cli.common import print_json
 from sparks.errors import UsageError
 
 
@@ -40,12 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--doc", help="markdown file for the report instead of the grid file's (plots beside it)")
     parser.add_argument("--data", help="dataset folder instead of the grid file's")
     parser.add_argument("--device", help="training device instead of the grid file's (cpu, cuda, ...)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"recorded": [..], "skipped": [..], "failed": [..]} as JSON (progress to stderr)')
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparks.experiments.report import write_report
-    from sparks.experiments.runner import run_grid
     from sparks.experiments.spec import load_grid
 
     if args.report_only and (args.dry_run or args.no_report):
@@ -54,12 +58,23 @@ def run(args: argparse.Namespace) -> int:
              for key, value in (("csv", args.csv), ("runs_dir", args.runs_dir), ("step1", args.step1),
                                 ("data", args.data), ("doc", args.doc))}
     spec = load_grid(args.grid, {**paths, "device": args.device})
-    status = 0
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        status, outcome = _sweep(args, spec)
+    if args.json:
+        print_json({"grid": spec.name, **({} if outcome is None else dataclasses.asdict(outcome))})
+    return status
+
+
+def _sweep(args: argparse.Namespace, spec: object) -> tuple[int, object]:
+    from sparks.experiments.report import write_report
+    from sparks.experiments.runner import run_grid
+
+    status, outcome = 0, None
     if not args.report_only:
         outcome = run_grid(spec, jobs=args.jobs, labels=args.methods, taus=args.taus, seeds=args.seeds,
                            dry_run=args.dry_run)
         if args.dry_run:
-            return 0
+            return 0, outcome
         print(f"grid {spec.name}: {len(outcome.recorded)} recorded, {len(outcome.skipped)} skipped, "
               f"{len(outcome.failed)} failed")
         for failed in outcome.failed:
@@ -68,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         write_report(spec.name, spec.csv, spec.doc, spec.plots, spec.compare)
         print(f"report: {spec.doc} (section {spec.name}), plots {spec.plots}_bits.png and {spec.plots}_bops.png")
-    return status
+    return status, outcome

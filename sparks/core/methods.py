@@ -132,6 +132,7 @@ class FloatWeights(WeightMethod):
     """Real-valued weights (step 1 of the two-step recipe: binary activations, real weights)."""
 
     binary = False
+    fixed_tau = 9  # τ is not a setting of this method: passing another one is a contradiction (sparks.train.config)
 
     def __init__(self, tau: int = 9, **kwargs: object) -> None:
         super().__init__(tau=9, **kwargs)
@@ -143,6 +144,8 @@ class FloatWeights(WeightMethod):
 @register_method("sign")
 class SignWeights(WeightMethod):
     """Plain 1-bit BNN: the full codebook, i.e. sign(w) (0 → +1). τ is always 9."""
+
+    fixed_tau = 9
 
     def __init__(self, tau: int = 9, **kwargs: object) -> None:
         super().__init__(tau=9, **kwargs)

@@ -45,20 +45,13 @@ def _np(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 
 def _input_shape(model: nn.Module, input_size: Any) -> tuple[int, int, int]:
-    """(C, H, W) from ``input_size`` or, for a registered architecture, its usual input (what it was trained at when
-    the checkpoint says; 224 for reactnet*, 28 for 1-channel, else 32)."""
+    """(C, H, W) from ``input_size`` or else the model's own (:func:`sparks.models.input_size`)."""
     if input_size is None:
-        name = getattr(model, "model_name", None)
-        if name is None:
+        from sparks.models import input_size as model_input_size
+
+        input_size = model_input_size(model)
+        if input_size is None:
             raise ValueError("pass input_size=(C, H, W) to export a model that is not a registered architecture")
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        channels = int((getattr(model, "model_args", None) or {}).get("in_channels",
-                                                                      first.in_channels if first else 3))
-        trained = (getattr(model, "checkpoint_data", None) or {}).get("input_size")
-        if trained and len(trained) == 2:
-            return channels, int(trained[0]), int(trained[1])
-        side = 224 if name.startswith("reactnet") else 28 if channels == 1 else 32
-        return channels, side, side
     size = tuple(int(v) for v in input_size)
     if len(size) not in (3, 4) or min(size) < 1:
         raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), got {input_size!r}")
@@ -225,8 +218,8 @@ def _json_args(args: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model_args must be JSON-serialisable to export ({err})") from None
 
 
-def export_tables(model: nn.Module, *, half: bool = False,
-                  input_size: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def export_tables(model: nn.Module, *, half: bool = False, input_size: Any = None,
+                  training: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The (metadata, tensors) that :func:`export` writes (no file)."""
     channels, height, width = _input_shape(model, input_size)
     was_training = model.training
@@ -270,20 +263,25 @@ def export_tables(model: nn.Module, *, half: bool = False,
         "real_dtype": "float16" if half else "float32",
         "ops": builder.ops,
     }
+    if training:
+        metadata["training"] = _json_args(training)
     return metadata, builder.tensors
 
 
-def export(model: nn.Module, path: str | Path, *, half: bool = False, input_size: Any = None) -> dict[str, Any]:
+def export(model: nn.Module, path: str | Path, *, half: bool = False, input_size: Any = None,
+           training: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` (eval-mode semantics) to the ``.sparks`` file ``path`` (atomically); return its metadata.
 
     Args:
         half: store the real-valued layers in float16 (the sub-bit layers' α stays float32).
-        input_size: (C, H, W) or (N, C, H, W); defaults to the registered architecture's usual input.
+        input_size: (C, H, W) or (N, C, H, W); defaults to the model's own (:func:`sparks.models.input_size`).
+        training: how the model was trained, stored as ``metadata["training"]`` (informative; ``sparks run --split
+            val`` reads its ``data`` entry: dataset, val_fraction, seed, subset).
 
     Raises:
         ValueError: a module or function the format cannot express ("not supported yet: ...").
     """
-    metadata, tensors = export_tables(model, half=half, input_size=input_size)
+    metadata, tensors = export_tables(model, half=half, input_size=input_size, training=training)
     write_sparks(path, metadata, tensors)
     return metadata
 

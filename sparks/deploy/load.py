@@ -13,7 +13,8 @@ DEFAULT_RUNTIME = "packed"  # what a deployer wants; ``sparks run`` uses the sam
 
 def load(path: str | Path, runtime: str = DEFAULT_RUNTIME) -> Any:
     """Load a ``.sparks`` file: ``runtime="packed"`` → :class:`sparks.runtime.PackedModel` (numba, no torch);
-    ``"torch"`` → an ``nn.Module`` in eval mode whose outputs equal the exported model's.
+    ``"torch"`` → an ``nn.Module`` in eval mode whose outputs equal the exported model's. Either has ``.metadata``
+    (the file's metadata dict).
 
     Raises:
         ValueError: an unknown runtime.
@@ -28,4 +29,6 @@ def load(path: str | Path, runtime: str = DEFAULT_RUNTIME) -> Any:
         return PackedModel(metadata, tensors)
     from sparks.deploy.rebuild import torch_model
 
-    return torch_model(metadata, tensors)
+    model = torch_model(metadata, tensors)
+    model.metadata = metadata  # as PackedModel.metadata: the file's metadata, for both runtimes
+    return model

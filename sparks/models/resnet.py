@@ -16,14 +16,9 @@ from torch import nn
 from sparks.core.activation import LearnableBias, RPReLU
 from sparks.core.layers import SubBitConv2d
 from sparks.models._registry import register_model
+from sparks.models.args import DEFAULT_TAU, check_args, scaled
 
 STAGE_CHANNELS = (64, 128, 256, 512)
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channel count times the width multiplier, at least 8."""
-    return max(8, int(round(channels * width)))
-
 
 class BasicBlock(nn.Module):
     """One binary 3×3 conv with its own (identity or downsampling) shortcut."""
@@ -80,29 +75,30 @@ def _cifar_stem(in_channels: int, channels: int) -> nn.Module:
 
 
 def _resnet(blocks, stem_fn, *, num_classes, in_channels, width, tau, method, **method_kwargs) -> BinaryResNet:
+    check_args(num_classes, in_channels, width)
     stem_channels = scaled(STAGE_CHANNELS[0], width)
     return BinaryResNet(blocks, stem_fn(in_channels, stem_channels), stem_channels, num_classes, width, tau, method,
                         **method_kwargs)
 
 
-@register_model
-def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+@register_model(image_size=(224, 224))
+def reactnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 (ImageNet stem, 16 binary 3×3 convs in [4, 4, 4, 4] blocks)."""
     return _resnet((4, 4, 4, 4), _imagenet_stem, num_classes=num_classes, in_channels=in_channels, width=width,
                    tau=tau, method=method, **method_kwargs)
 
 
-@register_model
-def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+@register_model(image_size=(224, 224))
+def reactnet34(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-34 (ImageNet stem, 32 binary 3×3 convs in [6, 8, 12, 6] blocks)."""
     return _resnet((6, 8, 12, 6), _imagenet_stem, num_classes=num_classes, in_channels=in_channels, width=width,
                    tau=tau, method=method, **method_kwargs)
 
 
-@register_model
-def resnet18_cifar(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+@register_model(image_size=(32, 32))
+def resnet18_cifar(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
                    method: str = "sparks", **method_kwargs: object) -> BinaryResNet:
     """ReActNet ResNet-18 blocks with a real 3×3 stride-1 stem, for 32×32 and 28×28 inputs."""
     return _resnet((4, 4, 4, 4), _cifar_stem, num_classes=num_classes, in_channels=in_channels, width=width,

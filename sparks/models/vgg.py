@@ -12,7 +12,7 @@ from torch import nn
 from sparks.core.activation import LearnableBias, RPReLU
 from sparks.core.layers import SubBitConv2d
 from sparks.models._registry import register_model
-from sparks.models.resnet import scaled
+from sparks.models.args import DEFAULT_TAU, check_args, scaled
 
 # (channels, max-pool after) of the five binary convs; the stem has 128 channels.
 _BINARY_CONVS = ((128, True), (256, False), (256, True), (512, False), (512, True))
@@ -52,8 +52,9 @@ class VGGSmall(nn.Module):
         return self.fc(self.pool(self.features(self.stem(x))).flatten(1))
 
 
-@register_model
-def vgg_small(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = 5,
+@register_model(image_size=(32, 32))
+def vgg_small(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, tau: int = DEFAULT_TAU,
               method: str = "sparks", **method_kwargs: object) -> VGGSmall:
     """VGG-Small for CIFAR-sized inputs: real stem, five sub-bit 3×3 convs, real classifier."""
+    check_args(num_classes, in_channels, width)
     return VGGSmall(num_classes, in_channels, width, tau, method, **method_kwargs)

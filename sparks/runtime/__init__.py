@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["PackedModel"]
+
 
 def __getattr__(name: str) -> Any:
     # lazy, so that importing sparks.runtime.kernels alone does not pull in the engine
@@ -12,3 +14,7 @@ def __getattr__(name: str) -> Any:
 
         return PackedModel
     raise AttributeError(f"module 'sparks.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

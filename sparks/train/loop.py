@@ -30,7 +30,7 @@ from sparks.errors import UsageError
 from sparks.faults import fault_point
 from sparks.train import checkpoint as ckpt
 from sparks.train import monitor, rundir
-from sparks.train.config import TrainConfig, make_config
+from sparks.train.config import TrainConfig, check_output_dir, make_config
 from sparks.train.device_data import DeviceData, use_device_data
 from sparks.train.device_options import autocast, check_device_options, maybe_compile, place_model, to_input
 from sparks.train.distributed import (
@@ -178,8 +178,7 @@ def train(cfg: TrainConfig, *, given: Iterable[str] | None = None) -> TrainResul
     if not cfg.out:
         raise UsageError("--out is required")
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_dir(out)
     state, changes, record, seen = None, {}, None, None
     if cfg.resume:
         seen = rundir.file_id(out / "last.pt")
