@@ -189,5 +189,6 @@ def test_cuda_training_step_syncs_once(monkeypatch):
             one_step(model, x, y, refresh=True)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    # torch also warns once that the sync detector is a prototype: that line names no synchronising call
+    syncs = [w for w in caught if "called a synchronizing" in str(w.message).lower()]
     assert len(syncs) == 1, [str(w.message) for w in syncs]
