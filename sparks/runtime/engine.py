@@ -10,8 +10,10 @@ float32 order, so fusing changes no bit. Threads: ``threads="auto"`` (affinity a
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,18 @@ __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2
 
 # bit words (popcounts) below which a binary conv runs on one thread (~20 µs of work on an AVX-512 core)
 BINARY_PARALLEL_MIN_WORDS = 1 << 18
+# batches of at least this many images per thread are split across threads by image (else: numba threads per kernel)
+BATCH_SPLIT_MIN = 2
+# numba's workqueue layer must not be entered by two threads at once: the engine's intra-op parallel runs take this
+INTRA_OP_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` helper threads for batch splitting (made once per size)."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sparks-runtime")
+    return _POOLS[n]
 
 
 @dataclass
@@ -49,19 +63,20 @@ class BinaryLayer:
     in_shift: np.ndarray | None = None  # float32 (C_in,)
     act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     residual: bool = False
-    threads: int = 1  # set by the engine
     input_hw: tuple[int, int] | None = field(default=None)  # spatial size of the last input seen
     prepared: Any = field(default=None, repr=False)  # the dense kernel's weight layout, made once
 
     def __post_init__(self) -> None:
         self.prepared = kernels.prepare_kernels(self.wp, self.c_in)
 
-    def __call__(self, x: np.ndarray, other: np.ndarray | None = None, kernel: str | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, other: np.ndarray | None = None, kernel: str | None = None,
+                 parallel: bool = True) -> np.ndarray:
+        """The layer on NHWC ``x`` (+ the residual ``other``); ``parallel=False``: on the calling thread only."""
         n, h, w, _ = x.shape
         self.input_hw = (h, w)
         ho, wo = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
         work = n * ho * wo * 9 * kernels.num_words(self.c_in) * self.c_out
-        parallel = self.threads > 1 and work >= BINARY_PARALLEL_MIN_WORDS
+        parallel = parallel and work >= BINARY_PARALLEL_MIN_WORDS
         xp = kernels.pack_signs(x, self.in_shift, parallel=parallel and x.size >= PARALLEL_MIN_WORK)
         kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
         if kernel == "lut":
@@ -71,7 +86,8 @@ class BinaryLayer:
                 return y if other is None else y + other
             return rprelu_nhwc(y, self.act[0], self.act[1], self.act[2], other)
         if self.act is None and other is None:
-            return kernels.binary_conv3x3_fused(xp, self.prepared, self.c_in, self.stride, self.scale, self.shift)
+            return kernels.binary_conv3x3_fused(xp, self.prepared, self.c_in, self.stride, self.scale, self.shift,
+                                                parallel)
         if self.act is None:  # a residual add without an activation after it: slope 1, zero shifts
             zeros = np.zeros(self.c_out, np.float32)
             s_in, slope, s_out = zeros, np.ones(self.c_out, np.float32), zeros
@@ -169,8 +185,6 @@ class PackedModel:
     @threads.setter
     def threads(self, value: int | str) -> None:
         self._threads = resolve_threads(value)
-        for layer in self.binary_layers:
-            layer.threads = self._threads
 
     def _t(self, op: dict[str, Any], key: str) -> np.ndarray:
         return _f32(self._tensors[f"{op['name']}.{key}"])
@@ -208,15 +222,19 @@ class PackedModel:
         self.binary_layers.append(layer)
         return layer
 
-    def _parallel(self, work: int) -> bool:
-        return self._threads > 1 and work >= PARALLEL_MIN_WORK
-
-    def _conv(self, op: dict[str, Any], bn: dict[str, Any] | None) -> Callable[[np.ndarray], np.ndarray]:
+    def _conv(self, op: dict[str, Any], bn: dict[str, Any] | None) -> Callable[..., np.ndarray]:
         w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
         affine = None if bn is None else (self._t(bn, "scale"), self._t(bn, "shift"))
-        return lambda x: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, self._threads > 1)
+        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, parallel)
 
     def _op(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
+        """A plan step: called with the op's input values and the keyword ``parallel``."""
+        fn = self._op_fn(op)
+        if isinstance(fn, BinaryLayer) or op["op"] in ("conv2d", "prelu", "rprelu", "linear"):
+            return fn
+        return lambda *inputs, parallel: fn(*inputs)
+
+    def _op_fn(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
         kind = op["op"]
         if kind == "subbit_conv2d":
             return self._subbit(op, None)
@@ -230,7 +248,7 @@ class PackedModel:
             return lambda x: x + b
         if kind in ("prelu", "rprelu"):
             s_in, w, s_out = self._act(op)
-            return lambda x, other=None: rprelu_nhwc(x, s_in, w, s_out, other, self._parallel(x.size * 8))
+            return lambda x, other=None, parallel=True: rprelu_nhwc(x, s_in, w, s_out, other, parallel)
         if kind == "relu":
             return lambda x: np.maximum(x, np.float32(0))
         if kind == "sign":
@@ -248,7 +266,7 @@ class PackedModel:
             return lambda x: x if x.ndim == 2 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1)
         if kind == "linear":
             w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
-            return lambda x: matmul(x, w.T, b, None, self._threads > 1)
+            return lambda x, parallel: matmul(x, w.T, b, None, parallel)
         raise ValueError(f"unknown op {kind!r}")  # unreachable after validate()
 
     def __call__(self, images: Any) -> np.ndarray:
@@ -260,13 +278,48 @@ class PackedModel:
             x = x[None]
         if x.ndim != 4 or x.shape[1] != self.input_shape[0] or min(x.shape) == 0:
             raise ValueError(f"expected images of shape (N, {self.input_shape[0]}, H, W), got {x.shape}")
-        values = {"input": np.ascontiguousarray(x.transpose(0, 2, 3, 1))}
-        with use_threads(self._threads):
-            for (fn, inputs, output), dead in zip(self._plan, self._free, strict=True):
-                values[output] = fn(*(values[v] for v in inputs))
-                for v in dead:
-                    del values[v]
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        t = self._threads
+        if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
+            return self._batch_parallel(x, t)
+        if t == 1:
+            return self._forward(x, False)
+        with INTRA_OP_LOCK, use_threads(t):
+            return self._forward(x, True)
+
+    def _forward(self, x: np.ndarray, parallel: bool) -> np.ndarray:
+        """Run the plan on NHWC ``x``; ``parallel``: large kernels may use numba's threads."""
+        values = {"input": x}
+        for (fn, inputs, output), dead in zip(self._plan, self._free, strict=True):
+            values[output] = fn(*(values[v] for v in inputs), parallel=parallel)
+            for v in dead:
+                del values[v]
         return values[self.output]
+
+    def _batch_parallel(self, x: np.ndarray, t: int) -> np.ndarray:
+        """Split the batch into ~4·t chunks that ``t`` threads (the caller and t − 1 pool threads) take one at a time,
+        each running the whole plan with single-threaded (GIL-free) kernels: coarse work, no spinning workers, and a
+        thread that the OS deschedules simply takes fewer chunks."""
+        bounds = np.linspace(0, len(x), min(len(x), 4 * t) + 1).astype(int)
+        chunks = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        out: list[np.ndarray | None] = [None] * len(chunks)
+        order = iter(range(len(chunks)))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                out[i] = self._forward(chunks[i], False)
+
+        pool = _pool(t - 1)
+        helpers = [pool.submit(worker) for _ in range(t - 1)]
+        worker()
+        for h in helpers:
+            h.result()
+        return np.concatenate(out)
 
     def predict(self, images: Any) -> np.ndarray:
         """Class index per image."""

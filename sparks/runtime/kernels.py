@@ -234,7 +234,7 @@ def _conv_dense_py(xp, wt, tap_pop, c_in, stride, mode, scale, shift, res, s_in,
 
 
 _conv_dense = njit(cache=True, parallel=True)(_conv_dense_py)
-_conv_dense_serial = njit(cache=True)(_conv_dense_py)
+_conv_dense_serial = njit(cache=True, nogil=True)(_conv_dense_py)
 _EMPTY_RES = np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 
@@ -300,8 +300,10 @@ def binary_conv3x3_fused(
     stride: int,
     scale: np.ndarray,
     shift: np.ndarray,
+    parallel: bool = True,
 ) -> np.ndarray:
-    """:func:`binary_conv3x3` with a per-channel affine epilogue: float32(acc) * scale + shift (float32, no FMA)."""
+    """:func:`binary_conv3x3` with a per-channel affine epilogue: float32(acc) * scale + shift (float32, no FMA).
+    ``parallel=False`` runs on the calling thread only."""
     xp = check_conv_args(xp, c_in, stride)
     k = _dense_weights(xp, wp, c_in)
     c_out = k.wt.shape[1]
@@ -309,7 +311,8 @@ def binary_conv3x3_fused(
     shift = np.ascontiguousarray(shift, dtype=np.float32)
     if scale.shape != (c_out,) or shift.shape != (c_out,):
         raise ValueError(f"scale and shift must have shape ({c_out},), got {scale.shape} and {shift.shape}")
-    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), 1, scale, shift, _EMPTY_RES, _EMPTY_F32,
+    fn = _conv_dense if parallel else _conv_dense_serial
+    return fn(xp, k.wt, k.tap_pop, int(c_in), int(stride), 1, scale, shift, _EMPTY_RES, _EMPTY_F32,
                        _EMPTY_F32, _EMPTY_F32)[1]
 
 

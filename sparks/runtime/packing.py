@@ -42,7 +42,7 @@ def _pack_signs_py(x, bias, n_words):
 
 
 _pack_signs = njit(cache=True, parallel=True)(_pack_signs_py)
-_pack_signs_serial = njit(cache=True)(_pack_signs_py)
+_pack_signs_serial = njit(cache=True, nogil=True)(_pack_signs_py)
 
 
 def pack_signs(x: np.ndarray, bias: np.ndarray | None = None, parallel: bool = True) -> np.ndarray:

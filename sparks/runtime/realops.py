@@ -30,7 +30,7 @@ def _rprelu_py(x, other, s_in, w, s_out):  # pragma: no cover - compiled twice b
 
 
 _rprelu = njit(cache=True, parallel=True)(_rprelu_py)
-_rprelu_serial = njit(cache=True)(_rprelu_py)
+_rprelu_serial = njit(cache=True, nogil=True)(_rprelu_py)
 _NO_OTHER = np.zeros((0, 0), dtype=np.float32)
 
 
@@ -93,7 +93,7 @@ def _matmul_py(a, wt, bias, scale, shift):  # pragma: no cover - compiled twice 
 
 
 _matmul_parallel = njit(cache=True, parallel=True)(_matmul_py)
-_matmul_serial = njit(cache=True)(_matmul_py)
+_matmul_serial = njit(cache=True, nogil=True)(_matmul_py)
 # multiply-adds (or bit words) below which a kernel runs on one thread: waking workers would cost more than it saves
 PARALLEL_MIN_WORK = 1 << 21
 _NONE = np.zeros(0, dtype=np.float32)
@@ -124,7 +124,7 @@ def rprelu_nhwc(
     return fn(flat, extra, s_in, w, s_out).reshape(x.shape)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
     """(N, H, W, C) → (N·Ho·Wo, C·kh·kw) windows in torch's weight order (c, ky, kx), already padded input."""
     n, _, _, c = x.shape
@@ -173,7 +173,7 @@ def _pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _avgpool_inside(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
     """Average pool whose windows all lie inside the input (no padding): the fast path of :func:`pool2d_nhwc`,
     summing in torch's (row, column) order and dividing by kh·kw."""

@@ -18,9 +18,12 @@ import numba
 __all__ = ["available_cpus", "cgroup_cpu_limit", "resolve_threads", "use_threads", "select_threading_layer",
            "THREADING_LAYER"]
 
-# numba's layer for the runtime's parallel kernels when the user has not chosen one (NUMBA_THREADING_LAYER):
-# "omp" (GNU OpenMP, as installed with numba's wheels here; tbb is not installed). See docs/benchmarks.md, *Threads*.
-THREADING_LAYER = "omp"
+# numba's layer for the runtime's intra-op parallel kernels (batches smaller than 2 images per thread) when the user
+# has not chosen one (NUMBA_THREADING_LAYER): numba's own "workqueue" pool. Measured on the shared 2-core machine,
+# GNU OpenMP ("omp", numba's first choice here; tbb is not installed) spins at its barriers and collapsed by 5-190x
+# with 2 threads under load, workqueue stayed within 0.9-1.3x of 1 thread (docs/benchmarks.md, *Threads*). workqueue
+# must not be entered by two threads at once: the engine serialises its intra-op runs (engine.INTRA_OP_LOCK).
+THREADING_LAYER = "workqueue"
 
 
 def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> float | None:
