@@ -21,7 +21,15 @@ import numpy as np
 
 from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
 from sparks.runtime import kernels, lut
-from sparks.runtime.realops import PARALLEL_MIN_WORK, conv2d_nhwc, global_avgpool, matmul, pool2d_nhwc, rprelu_nhwc
+from sparks.runtime.realops import (
+    PARALLEL_MIN_WORK,
+    conv2d_nhwc,
+    conv_matrix,
+    global_avgpool,
+    matmul,
+    pool2d_nhwc,
+    rprelu_nhwc,
+)
 from sparks.runtime.threads import resolve_threads, select_threading_layer, use_threads
 
 __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
@@ -225,7 +233,8 @@ class PackedModel:
     def _conv(self, op: dict[str, Any], bn: dict[str, Any] | None) -> Callable[..., np.ndarray]:
         w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
         affine = None if bn is None else (self._t(bn, "scale"), self._t(bn, "shift"))
-        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, parallel)
+        wt = conv_matrix(w)
+        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, parallel, wt)
 
     def _op(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
         """A plan step: called with the op's input values and the keyword ``parallel``."""
@@ -265,8 +274,8 @@ class PackedModel:
         if kind == "flatten":
             return lambda x: x if x.ndim == 2 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1)
         if kind == "linear":
-            w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
-            return lambda x, parallel: matmul(x, w.T, b, None, parallel)
+            wt, b = np.ascontiguousarray(self._t(op, "weight").T), self._t(op, "bias") if op["bias"] else None
+            return lambda x, parallel: matmul(x, wt, b, None, parallel)
         raise ValueError(f"unknown op {kind!r}")  # unreachable after validate()
 
     def __call__(self, images: Any) -> np.ndarray:

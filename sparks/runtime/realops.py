@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["matmul", "conv2d_nhwc", "rprelu_nhwc", "pool2d_nhwc", "global_avgpool", "PARALLEL_MIN_WORK"]
+__all__ = ["matmul", "conv_matrix", "conv2d_nhwc", "rprelu_nhwc", "pool2d_nhwc", "global_avgpool", "PARALLEL_MIN_WORK"]
 
 
 def _rprelu_py(x, other, s_in, w, s_out):  # pragma: no cover - compiled twice below
@@ -124,6 +124,11 @@ def rprelu_nhwc(
     return fn(flat, extra, s_in, w, s_out).reshape(x.shape)
 
 
+def conv_matrix(w: np.ndarray) -> np.ndarray:
+    """Torch-layout conv weights (C_out, C_in, kh, kw) → the (C_in·kh·kw, C_out) float32 matrix the matmul takes."""
+    return np.ascontiguousarray(w.reshape(w.shape[0], -1).T, dtype=np.float32)
+
+
 @njit(cache=True, nogil=True)
 def _im2col(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
     """(N, H, W, C) → (N·Ho·Wo, C·kh·kw) windows in torch's weight order (c, ky, kx), already padded input."""
@@ -145,11 +150,14 @@ def _im2col(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
 
 def conv2d_nhwc(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int], padding: tuple[int, int],
-    affine: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = True,
+    affine: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = True, wt: np.ndarray | None = None,
 ) -> np.ndarray:
     """Real conv (zero padding) of NHWC ``x`` with torch-layout weights (C_out, C_in, kh, kw), by im2col + matmul;
-    ``affine`` = (scale, shift) of a BN that follows, applied in the matmul's epilogue."""
+    ``affine`` = (scale, shift) of a BN that follows, applied in the matmul's epilogue; ``wt``: :func:`conv_matrix`
+    of ``w``, made once by a caller that runs the conv many times."""
     c_out, c_in, kh, kw = w.shape
+    if wt is None:
+        wt = conv_matrix(w)
     (sh, sw), (ph, pw) = stride, padding
     if ph or pw:
         x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
@@ -157,11 +165,11 @@ def conv2d_nhwc(
     if kh == kw == 1:
         cols = x[:, ::sh, ::sw, :]
         ho, wo = cols.shape[1:3]
-        out = matmul(cols.reshape(-1, c_in), w.reshape(c_out, c_in).T, bias, affine, parallel)
+        out = matmul(cols.reshape(-1, c_in), wt, bias, affine, parallel)
     else:
         ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
         cols = _im2col(np.ascontiguousarray(x, dtype=np.float32), kh, kw, sh, sw, ho, wo)
-        out = matmul(cols, w.reshape(c_out, -1).T, bias, affine, parallel)
+        out = matmul(cols, wt, bias, affine, parallel)
     return out.reshape(n, ho, wo, c_out)
 
 
