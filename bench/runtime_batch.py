@@ -78,23 +78,33 @@ def main() -> None:
         res = {}
         for b in args.batches:
             n = max(3, reps * 2 // (1 + b // 4)) if b > 1 else reps
-            s = interleaved_times({t: (lambda m=m, x=xs[b]: m(x)) for t, m in models.items()}, n)
+            cpu: dict[int, list[float]] = {t: [] for t in models}
+
+            def timed(t: int, x: np.ndarray, cpu: dict[int, list[float]] = cpu) -> None:
+                c0 = time.process_time()
+                models[t](x)
+                cpu[t].append(time.process_time() - c0)
+
+            s = interleaved_times({t: (lambda t=t, x=xs[b]: timed(t, x)) for t in models}, n)
             for t, v in s.items():
-                res[(b, t)] = (float(np.median(v)) * 1e3 / b, float(np.min(v)) * 1e3 / b)
+                c = cpu[t][1::2]  # the timed calls (each follows an untimed one)
+                res[(b, t)] = (float(np.median(v)) * 1e3 / b, float(np.min(v)) * 1e3 / b, float(np.median(c)) * 1e3 / b)
     finally:
         for p in spinners:
             p.terminate()
     print(f"# resnet18_cifar width 1 tau 5, packed runtime; binary MACs/image {macs / 1e9:.3f} G; load {load0:.2f} "
           f"-> {os.getloadavg()[0]:.2f}; stress processes {args.stress}; numba {numba.__version__} "
-          f"({numba.threading_layer()}); wall clock, median (min) of interleaved calls")
-    print("| batch | threads | ms/image | min ms/image | ÷ batch 1 | ÷ 1 thread | binary GMAC/s per core (min) |")
-    print("|---|---|---|---|---|---|---|")
+          f"({numba.threading_layer()}); wall clock median and min, process CPU time median, of interleaved calls")
+    print("| batch | threads | ms/image | min ms/image | CPU ms/image | ÷ batch 1 (median; min; CPU) | ÷ 1 thread "
+          "(median; min) | binary GMAC/s per core (min; CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
     for b in args.batches:
         for t in args.threads:
-            med, lo = res[(b, t)]
-            r_b = med / res[(args.batches[0], t)][0]
-            r_t = med / res[(b, args.threads[0])][0]
-            print(f"| {b} | {t} | {med:.3f} | {lo:.3f} | {r_b:.2f} | {r_t:.2f} | {macs / (lo * 1e-3) / t / 1e9:.0f} |")
+            med, lo, cpu_ms = res[(b, t)]
+            b1, t1 = res[(args.batches[0], t)], res[(b, args.threads[0])]
+            print(f"| {b} | {t} | {med:.3f} | {lo:.3f} | {cpu_ms:.3f} | {med / b1[0]:.2f}; {lo / b1[1]:.2f}; "
+                  f"{cpu_ms / b1[2]:.2f} | {med / t1[0]:.2f}; {lo / t1[1]:.2f} | {macs / (lo * 1e-3) / t / 1e9:.0f}; "
+                  f"{macs / (cpu_ms * 1e-3) / 1e9:.0f} |")
     print(f"# {PEAK_NOTE}")
 
     # binary kernels alone, 1 thread, CPU time of the calling thread (robust on a shared machine)
