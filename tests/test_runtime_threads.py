@@ -95,14 +95,14 @@ def resnet_file(tmp_path_factory):
 def test_thread_counts_and_batch_splits_give_identical_logits(resnet_file):
     model, path = resnet_file
     meta, tensors = read_sparks(path)
-    x = np.random.default_rng(0).standard_normal((7, 1, 28, 28)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((10, 1, 28, 28)).astype(np.float32)
     one = PackedModel(meta, tensors, threads=1)
     ref = one(x)
     with torch.no_grad():
         torch_ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ref, torch_ref, rtol=0, atol=1e-4 * np.abs(torch_ref).max())
     two = PackedModel(meta, tensors, threads=min(2, numba.config.NUMBA_NUM_THREADS))
-    for batch in (1, 3, 4, 7):  # below and above the batch-split threshold (2 images per thread)
+    for batch in (1, 3, 4, 10):  # below and above the batch-split (2 images per thread) and chunk (8) sizes
         np.testing.assert_array_equal(two(x[:batch]), ref[:batch])
         np.testing.assert_array_equal(one(x[:batch]), ref[:batch])
     two.threads = 1

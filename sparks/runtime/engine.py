@@ -38,6 +38,9 @@ __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2
 BINARY_PARALLEL_MIN_WORDS = 1 << 18
 # batches of at least this many images per thread are split across threads by image (else: numba threads per kernel)
 BATCH_SPLIT_MIN = 2
+# one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (resnet18_cifar
+# at batch 32, 1 thread: chunks of 8 took 1.59-1.60 ms CPU per image against 1.76-1.81 for the whole batch at once)
+CHUNK_IMAGES = 8
 # numba's workqueue layer must not be entered by two threads at once: the engine's intra-op parallel runs take this
 INTRA_OP_LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -292,7 +295,9 @@ class PackedModel:
         if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
             return self._batch_parallel(x, t)
         if t == 1:
-            return self._forward(x, False)
+            if len(x) <= CHUNK_IMAGES:
+                return self._forward(x, False)
+            return np.concatenate([self._forward(x[i:i + CHUNK_IMAGES], False) for i in range(0, len(x), CHUNK_IMAGES)])
         with INTRA_OP_LOCK, use_threads(t):
             return self._forward(x, True)
 
