@@ -34,8 +34,9 @@ from sparks.runtime.threads import resolve_threads, select_threading_layer, use_
 
 __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
 
-# bit words (popcounts) below which a binary conv runs on one thread (~20 µs of work on an AVX-512 core)
-BINARY_PARALLEL_MIN_WORDS = 1 << 18
+# bit words (popcounts) below which a binary conv runs on one thread (~70 µs of work on an AVX-512 core): with 2^18,
+# every resnet18_cifar layer at batch 1 (590k words each) ran on 2 threads and a loaded machine made that 1.3x slower
+BINARY_PARALLEL_MIN_WORDS = 1 << 20
 # batches of at least this many images per thread are split across threads by image (else: numba threads per kernel)
 BATCH_SPLIT_MIN = 2
 # one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (resnet18_cifar
