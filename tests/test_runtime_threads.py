@@ -107,5 +107,14 @@ def test_thread_counts_and_batch_splits_give_identical_logits(resnet_file):
         np.testing.assert_array_equal(one(x[:batch]), ref[:batch])
     two.threads = 1
     assert two.threads == 1
+    auto = PackedModel(meta, tensors)  # "auto": usable CPUs, capped by a caller's numba.set_num_threads
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert auto.threads == 1
+        np.testing.assert_array_equal(auto(x), ref)
+    finally:
+        numba.set_num_threads(old)
+    assert auto.threads == min(available_cpus(), old)
     with pytest.raises(ValueError, match="threads"):
         PackedModel(meta, tensors, threads=0)

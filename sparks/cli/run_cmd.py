@@ -19,9 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--runtime", choices=("packed", "torch"), default="packed",
                         help="engine [default: packed]; torch runs the rebuilt PyTorch module")
-    parser.add_argument("--threads", default="auto",
-                        help="packed-engine threads: a number, or auto = the CPUs this process may use (affinity, "
-                        "cgroup quota) [default: auto]")
+    parser.add_argument("--threads", type=int, help="numba threads [default: all cores]")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -39,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise UsageError(f"--batch-size and --limit must be positive, got {args.batch_size} and {args.limit}")
-    threads = _threads(args.threads)
+    if args.threads is not None:
+        _set_threads(args.threads)
     meta, tensors = read_sparks(args.model)
     data = build_datasets(args.dataset, args.data, augment=False, val_fraction=0.1 if args.split == "val" else 0.0)
     split = getattr(data, args.split)
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if channels != data.in_channels or meta["num_classes"] < data.num_classes:
         raise UsageError(f"{args.model} takes {channels}-channel images and gives {meta['num_classes']} logits; "
                          f"{args.dataset} has {data.in_channels}-channel images in {data.num_classes} classes")
-    model = PackedModel(meta, tensors, threads=threads) if args.runtime == "packed" else torch_model(meta, tensors)
+    model = PackedModel(meta, tensors) if args.runtime == "packed" else torch_model(meta, tensors)
     n = len(split) if args.limit is None else min(args.limit, len(split))
     correct, seconds = 0, 0.0
     loader = DataLoader(Subset(split, range(n)), batch_size=args.batch_size, shuffle=False)
@@ -72,14 +71,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _threads(value: str) -> int | str:
-    """--threads: "auto" or a count within numba's pool (UsageError otherwise)."""
-    from sparks.errors import UsageError
-    from sparks.runtime.threads import resolve_threads
+def _set_threads(threads: int) -> None:
+    import numba
 
-    threads: int | str = value if value == "auto" else int(value) if value.isdigit() else value
-    try:
-        resolve_threads(threads)
-    except ValueError as err:
-        raise UsageError(f"--{err}") from None
-    return threads
+    from sparks.errors import UsageError
+
+    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {threads}")
+    numba.set_num_threads(threads)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
@@ -125,8 +126,8 @@ class PackedModel:
         metadata, tensors: the output of :func:`sparks.format.read_sparks` (validated again here).
         fuse_bn: fuse what follows a sub-bit conv (BN, residual add, RPReLU) and the LearnableBias before it into
             the conv kernel; False runs every op on its own (same results, for testing).
-        threads: numba threads for the model's kernels: ``"auto"`` (the CPUs this process may use: affinity and
-            cgroup quota) or a fixed count; kernels too small to gain from threads run on the calling thread.
+        threads: threads for a call: ``"auto"`` (the CPUs this process may use: affinity and cgroup quota, at most
+            ``numba.get_num_threads()``) or a fixed count; kernels too small to gain from threads run serially.
     """
 
     def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True,
@@ -187,16 +188,22 @@ class PackedModel:
         last = {v: i for i, (_, inputs, _) in enumerate(self._plan) for v in inputs}
         self._free = [[v for v in dict.fromkeys(inputs) if last[v] == i and v != self.output]
                       for i, (_, inputs, _) in enumerate(self._plan)]
-        self.threads = resolve_threads(threads)
+        self.threads = threads
 
     @property
     def threads(self) -> int:
-        """Numba threads used by a call (settable: an int or ``"auto"``)."""
-        return self._threads
+        """Threads the next call uses. Settable: an int, or ``"auto"`` = the CPUs this process may use (affinity,
+        cgroup quota), capped by ``numba.get_num_threads()`` so that a caller's ``numba.set_num_threads(n)`` (e.g.
+        the CLI's ``--threads``) is respected."""
+        if self._threads_setting == "auto":
+            return max(1, min(self._auto_threads, numba.get_num_threads()))
+        return self._threads_setting
 
     @threads.setter
     def threads(self, value: int | str) -> None:
-        self._threads = resolve_threads(value)
+        resolved = resolve_threads(value)
+        self._threads_setting: int | str = "auto" if value in (None, "auto") else resolved
+        self._auto_threads = resolve_threads("auto")
 
     def _t(self, op: dict[str, Any], key: str) -> np.ndarray:
         return _f32(self._tensors[f"{op['name']}.{key}"])
@@ -292,7 +299,7 @@ class PackedModel:
         if x.ndim != 4 or x.shape[1] != self.input_shape[0] or min(x.shape) == 0:
             raise ValueError(f"expected images of shape (N, {self.input_shape[0]}, H, W), got {x.shape}")
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        t = self._threads
+        t = self.threads
         if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
             return self._batch_parallel(x, t)
         if t == 1:
