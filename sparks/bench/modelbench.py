@@ -96,6 +96,7 @@ def bench_model(path: str | Path, *, threads: int = 2, repeats: int = 10, warmup
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)
     packed = load(path, runtime="packed")
+    packed.threads = threads
     reference = float_baseline(load(path, runtime="torch"))
     c, h, w = packed.input_shape
     packed(np.zeros((1, c, h, w), np.float32))  # records each layer's input size (and compiles the kernels)

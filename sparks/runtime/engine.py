@@ -1,29 +1,67 @@
 """The packed CPU engine: runs a validated ``.sparks`` layer table with numpy and the numba bit kernels (no torch).
 
-Activations are NHWC float32. A sub-bit conv packs the signs of its input 64 channels to a word, runs the dense
-(xor-popcount) or codeword-reuse (LUT) kernel chosen by :func:`~sparks.runtime.kernels.choose_binary_kernel`, and
-applies α — fused with the BN right after it (scale = α·γ/σ, shift = β − γμ/σ) — in the kernel's output transform.
-Real layers (stem, 1×1 shortcuts, FC) are float32 im2col/matmul; pooling and elementwise ops follow torch's order.
+Activations are NHWC float32. A sub-bit conv packs the signs of its input 64 channels to a word — adding the
+LearnableBias before it in the same pass — runs the dense (xor-popcount) or codeword-reuse (LUT) kernel chosen by
+:func:`~sparks.runtime.kernels.choose_binary_kernel`, and applies α fused with the BN right after it (scale = α·γ/σ,
+shift = β − γμ/σ), the residual add and the RPReLU that follow in the kernel's output transform. Real layers (stem,
+1×1 shortcuts, FC) are float32 im2col/matmul with a following BN in the epilogue; every fused step keeps torch's
+float32 order, so fusing changes no bit. Threads: ``threads="auto"`` (affinity and cgroup quota) or a fixed count.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
-from numba import njit, prange
-from numpy.lib.stride_tricks import sliding_window_view
 
 from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
 from sparks.runtime import kernels, lut
+from sparks.runtime.realops import (
+    PARALLEL_MIN_WORK,
+    conv2d_nhwc,
+    conv_matrix,
+    global_avgpool,
+    matmul,
+    pool2d_nhwc,
+    rprelu_nhwc,
+)
+from sparks.runtime.threads import resolve_threads, select_threading_layer, use_threads
+
+__all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
+
+# bit words (popcounts) below which a binary conv runs on one thread (~70 µs of work on an AVX-512 core): with 2^18,
+# every resnet18_cifar layer at batch 1 (590k words each) ran on 2 threads and a loaded machine made that 1.3x slower
+BINARY_PARALLEL_MIN_WORDS = 1 << 20
+# batches of at least this many images per thread are split across threads by image (else: numba threads per kernel)
+BATCH_SPLIT_MIN = 2
+# one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (resnet18_cifar
+# at batch 32, 1 thread: chunks of 8 took 1.59-1.60 ms CPU per image against 1.76-1.81 for the whole batch at once)
+CHUNK_IMAGES = 8
+# numba's workqueue layer must not be entered by two threads at once: the engine's intra-op parallel runs take this
+INTRA_OP_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` helper threads for batch splitting (made once per size)."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sparks-runtime")
+    return _POOLS[n]
 
 
 @dataclass
 class BinaryLayer:
-    """One sub-bit conv of the plan, with its packed weights and the fused output transform."""
+    """One sub-bit conv of the plan, with its packed weights and the fused output transform.
+
+    ``in_shift``: a LearnableBias added before the sign (fused into the packing); ``act``: (s_in, slope, s_out) of an
+    RPReLU after the (BN-folded) conv and an optional residual (``residual=True``: the call takes it as 2nd input).
+    """
 
     name: str
     c_in: int
@@ -35,156 +73,50 @@ class BinaryLayer:
     indices: np.ndarray  # int32 (C_out, C_in)
     scale: np.ndarray  # float32 (C_out,)
     shift: np.ndarray  # float32 (C_out,)
+    in_shift: np.ndarray | None = None  # float32 (C_in,)
+    act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    residual: bool = False
     input_hw: tuple[int, int] | None = field(default=None)  # spatial size of the last input seen
     prepared: Any = field(default=None, repr=False)  # the dense kernel's weight layout, made once
 
     def __post_init__(self) -> None:
         self.prepared = kernels.prepare_kernels(self.wp, self.c_in)
 
-    def __call__(self, x: np.ndarray, kernel: str | None = None) -> np.ndarray:
-        _, h, w, _ = x.shape
+    def __call__(self, x: np.ndarray, other: np.ndarray | None = None, kernel: str | None = None,
+                 parallel: bool = True) -> np.ndarray:
+        """The layer on NHWC ``x`` (+ the residual ``other``); ``parallel=False``: on the calling thread only."""
+        n, h, w, _ = x.shape
         self.input_hw = (h, w)
-        xp = kernels.pack_signs(x)
+        ho, wo = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
+        work = n * ho * wo * 9 * kernels.num_words(self.c_in) * self.c_out
+        parallel = parallel and work >= BINARY_PARALLEL_MIN_WORDS
+        xp = kernels.pack_signs(x, self.in_shift, parallel=parallel and x.size >= PARALLEL_MIN_WORK)
         kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
         if kernel == "lut":
-            acc = lut.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride)
-            return acc.astype(np.float32) * self.scale + self.shift
-        return kernels.binary_conv3x3_fused(xp, self.prepared, self.c_in, self.stride, self.scale, self.shift)
-
-
-@njit(cache=True, parallel=True)
-def _rprelu(x, other, s_in, w, s_out):  # pragma: no cover - compiled
-    """(x [+ other]) + s_in → PReLU(w) → + s_out over (rows, C) in float32, in torch's order; ``other`` may be empty."""
-    rows, c = x.shape
-    out = np.empty_like(x)
-    fused = other.shape[0] == rows
-    wc = w.shape[0] == c
-    for r in prange(rows):
-        for j in range(c):
-            v = x[r, j]
-            if fused:
-                v = v + other[r, j]
-            v = v + s_in[j]
-            slope = w[j] if wc else w[0]
-            out[r, j] = (v if v > 0 else slope * v) + s_out[j]
-    return out
-
-
-_NO_OTHER = np.zeros((0, 0), dtype=np.float32)
-
-
-def _matmul_py(a, wt):  # pragma: no cover - compiled twice below
-    """a (R, K) @ wt (K, O) in float32, summing over k in order; vectorised over O, rows in parallel."""
-    rows, k_dim = a.shape
-    n_out = wt.shape[1]
-    out = np.zeros((rows, n_out), dtype=np.float32)
-    for r in prange(rows):
-        for k in range(k_dim):
-            v = a[r, k]
-            for o in range(n_out):
-                out[r, o] += v * wt[k, o]
-    return out
-
-
-_matmul_parallel = njit(cache=True, parallel=True)(_matmul_py)
-_matmul_serial = njit(cache=True)(_matmul_py)
-_PARALLEL_MACS = 1 << 22  # below this, waking worker threads costs more than it saves
-
-
-def matmul(a: np.ndarray, wt: np.ndarray) -> np.ndarray:
-    """``a @ wt`` for the real layers, in numba (its threads follow ``numba.set_num_threads``; numpy's BLAS would
-    start its own thread pool, which spins badly on a shared machine)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    fn = _matmul_parallel if a.size * wt.shape[1] >= _PARALLEL_MACS else _matmul_serial
-    return fn(a, np.ascontiguousarray(wt, dtype=np.float32))
-
-
-def rprelu_nhwc(
-    x: np.ndarray, s_in: np.ndarray, w: np.ndarray, s_out: np.ndarray, other: np.ndarray | None = None
-) -> np.ndarray:
-    """RPReLU (shift, PReLU, shift) of NHWC ``x`` (+ ``other`` first: the residual add fused in)."""
-    c = x.shape[-1]
-    flat = np.ascontiguousarray(x).reshape(-1, c)
-    extra = _NO_OTHER if other is None else np.ascontiguousarray(other).reshape(-1, c)
-    return _rprelu(flat, extra, s_in, w, s_out).reshape(x.shape)
+            y = lut.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride).astype(np.float32)
+            y = y * self.scale + self.shift
+            if self.act is None:
+                return y if other is None else y + other
+            return rprelu_nhwc(y, self.act[0], self.act[1], self.act[2], other)
+        if self.act is None and other is None:
+            return kernels.binary_conv3x3_fused(xp, self.prepared, self.c_in, self.stride, self.scale, self.shift,
+                                                parallel)
+        if self.act is None:  # a residual add without an activation after it: slope 1, zero shifts
+            zeros = np.zeros(self.c_out, np.float32)
+            s_in, slope, s_out = zeros, np.ones(self.c_out, np.float32), zeros
+        else:
+            s_in, slope, s_out = self.act
+        return kernels.binary_conv3x3_block(xp, self.prepared, self.stride, self.scale, self.shift, other, s_in, slope,
+                                            s_out, parallel=parallel)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def conv2d_nhwc(
-    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int], padding: tuple[int, int]
-) -> np.ndarray:
-    """Real conv (zero padding) of NHWC ``x`` with torch-layout weights (C_out, C_in, kh, kw), by im2col + matmul."""
-    c_out, c_in, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, padding
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    n = x.shape[0]
-    if kh == kw == 1:
-        cols = x[:, ::sh, ::sw, :]
-        ho, wo = cols.shape[1:3]
-        out = matmul(cols.reshape(-1, c_in), w.reshape(c_out, c_in).T)
-    else:
-        win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (N, Ho, Wo, C, kh, kw)
-        ho, wo = win.shape[1:3]
-        out = matmul(win.reshape(-1, c_in * kh * kw), w.reshape(c_out, -1).T)
-    out = out.reshape(n, ho, wo, c_out)
-    return out + bias if bias is not None else out
-
-
-def _pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
-    span = size + 2 * p - k
-    out = (-(-span // s) if ceil_mode else span // s) + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def pool2d_nhwc(
-    x: np.ndarray,
-    kind: str,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    ceil_mode: bool,
-    count_include_pad: bool = True,
-) -> np.ndarray:
-    """torch's AvgPool2d / MaxPool2d on NHWC, summing the window in torch's (row, column) order."""
-    n, h, w, c = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    ho, wo = _pool_out(h, kh, sh, ph, ceil_mode), _pool_out(w, kw, sw, pw, ceil_mode)
-    # pad so that every window lies inside: left by p, right up to the last window's end
-    pad_h, pad_w = max(0, (ho - 1) * sh + kh - h - ph), max(0, (wo - 1) * sw + kw - w - pw)
-    fill = -np.inf if kind == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (ph, pad_h), (pw, pad_w), (0, 0)), constant_values=fill)
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = xp[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
-            acc = tap.copy() if acc is None else (np.maximum(acc, tap) if kind == "max" else acc + tap)
-    if kind == "max":
-        return acc
-    starts_h, starts_w = np.arange(ho) * sh - ph, np.arange(wo) * sw - pw
-    if count_include_pad:  # torch: the window clipped to the padded input
-        cnt_h = np.minimum(starts_h + kh, h + ph) - starts_h
-        cnt_w = np.minimum(starts_w + kw, w + pw) - starts_w
-    else:
-        cnt_h = np.minimum(starts_h + kh, h) - np.maximum(starts_h, 0)
-        cnt_w = np.minimum(starts_w + kw, w) - np.maximum(starts_w, 0)
-    count = (cnt_h[:, None] * cnt_w[None, :]).astype(np.float32)
-    return acc / count[None, :, :, None]
-
-
-def global_avgpool(x: np.ndarray) -> np.ndarray:
-    """Mean over H×W, summed sequentially in float32 (as torch's CPU kernel does) → (N, 1, 1, C)."""
-    n, h, w, c = x.shape
-    flat = x.reshape(n, h * w, c)
-    acc = flat[:, 0].copy()
-    for i in range(1, h * w):
-        acc += flat[:, i]
-    return (acc / np.float32(h * w)).reshape(n, 1, 1, c)
+def _single_use(op: dict[str, Any] | None, kinds: tuple[str, ...], value: str, uses: Counter) -> bool:
+    """``op`` is of one of ``kinds``, takes ``value`` and ``value`` has no other consumer."""
+    return op is not None and op["op"] in kinds and value in op["inputs"] and uses[value] == 1
 
 
 class PackedModel:
@@ -192,100 +124,151 @@ class PackedModel:
 
     Args:
         metadata, tensors: the output of :func:`sparks.format.read_sparks` (validated again here).
-        fuse_bn: fold a BN that directly follows a sub-bit conv into its output transform.
+        fuse_bn: fuse what follows a sub-bit conv (BN, residual add, RPReLU) and the LearnableBias before it into
+            the conv kernel; False runs every op on its own (same results, for testing).
+        threads: threads for a call: ``"auto"`` (the CPUs this process may use: affinity and cgroup quota, at most
+            ``numba.get_num_threads()``) or a fixed count; kernels too small to gain from threads run serially.
     """
 
-    def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True) -> None:
+    def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True,
+                 threads: int | str = "auto") -> None:
         validate(metadata, tensors)
+        select_threading_layer()
         self.metadata = metadata
         self.num_classes = metadata["num_classes"]
         inp = metadata["input"]
         self.input_shape = (inp["channels"], inp["height"], inp["width"])
         self.binary_layers: list[BinaryLayer] = []
         self._plan: list[tuple[Callable[..., np.ndarray], list[str], str]] = []
+        self._tensors = tensors
         ops = metadata["ops"]
         uses = Counter(v for op in ops for v in op["inputs"])
-        skip = set()
+        producer = {op["output"]: i for i, op in enumerate(ops)}
+        skip: set[int] = set()
         for i, op in enumerate(ops):
             if i in skip:
                 continue
-            nxt = ops[i + 1] if i + 1 < len(ops) else None
-            fuse = (
-                fuse_bn
-                and op["op"] == "subbit_conv2d"
-                and nxt is not None
-                and nxt["op"] == "batchnorm"
-                and nxt["inputs"] == [op["output"]]
-                and uses[op["output"]] == 1
-            )
-            add_act = (
-                op["op"] == "add"
-                and nxt is not None
-                and nxt["op"] in ("rprelu", "prelu")
-                and nxt["inputs"] == [op["output"]]
-                and uses[op["output"]] == 1
-            )
-            if fuse:
+            at = [ops[j] if j < len(ops) else None for j in range(i + 1, i + 4)]
+            if op["op"] == "bias" and fuse_bn:
+                consumers = [o for o in ops if op["output"] in o["inputs"]]
+                if len(consumers) == 1 and consumers[0]["op"] == "subbit_conv2d" and uses[op["output"]] == 1:
+                    continue  # folded into the conv's packing
+            if op["op"] == "subbit_conv2d" and fuse_bn:
+                src = op["inputs"][0]
+                pre = ops[producer[src]] if src in producer else None
+                in_shift = None
+                inputs = list(op["inputs"])
+                if pre is not None and pre["op"] == "bias" and uses[src] == 1:
+                    in_shift, inputs = self._t(pre, "bias"), list(pre["inputs"])
+                end, bn, act, other = op["output"], None, None, None
+                if _single_use(at[0], ("batchnorm",), end, uses):
+                    bn, end = at[0], at[0]["output"]
+                    skip.add(i + 1)
+                    if _single_use(at[1], ("add",), end, uses) and _single_use(at[2], ("rprelu", "prelu"),
+                                                                                at[1]["output"], uses):
+                        other = next(v for v in at[1]["inputs"] if v != end)
+                        act, end = at[2], at[2]["output"]
+                        skip.update((i + 2, i + 3))
+                layer = self._subbit(op, bn, in_shift, act, residual=other is not None)
+                self._plan.append((layer, inputs + ([other] if other else []), end))
+                continue
+            if op["op"] == "conv2d" and fuse_bn and _single_use(at[0], ("batchnorm",), op["output"], uses):
                 skip.add(i + 1)
-                fn = self._subbit(op, tensors, nxt)
-                self._plan.append((fn, op["inputs"], nxt["output"]))
-            elif add_act:  # residual add fused into the activation that consumes it
+                self._plan.append((self._conv(op, at[0]), op["inputs"], at[0]["output"]))
+                continue
+            add_act = fuse_bn and op["op"] == "add" and _single_use(at[0], ("rprelu", "prelu"), op["output"], uses)
+            if add_act:  # residual add fused into the activation that consumes it
                 skip.add(i + 1)
-                self._plan.append((self._op(nxt, tensors), op["inputs"], nxt["output"]))
+                self._plan.append((self._op(at[0]), op["inputs"], at[0]["output"]))
             else:
-                self._plan.append((self._op(op, tensors), op["inputs"], op["output"]))
+                self._plan.append((self._op(op), op["inputs"], op["output"]))
+        del self._tensors
         self.output = ops[-1]["output"]
         # free each value after its last use, so a batch holds only the live activations
         last = {v: i for i, (_, inputs, _) in enumerate(self._plan) for v in inputs}
         self._free = [[v for v in dict.fromkeys(inputs) if last[v] == i and v != self.output]
                       for i, (_, inputs, _) in enumerate(self._plan)]
+        self.threads = threads
 
-    def _subbit(self, op: dict[str, Any], tensors: dict[str, np.ndarray], bn: dict[str, Any] | None) -> BinaryLayer:
-        name = op["name"]
-        codes, idx = decode_subbit(op, tensors)
-        alpha = _f32(tensors[f"{name}.alpha"])
-        bias = _f32(tensors[f"{name}.bias"]) if op["bias"] else np.zeros_like(alpha)
+    @property
+    def threads(self) -> int:
+        """Threads the next call uses. Settable: an int, or ``"auto"`` = the CPUs this process may use (affinity,
+        cgroup quota), capped by ``numba.get_num_threads()`` so that a caller's ``numba.set_num_threads(n)`` (e.g.
+        the CLI's ``--threads``) is respected."""
+        if self._threads_setting == "auto":
+            return max(1, min(self._auto_threads, numba.get_num_threads()))
+        return self._threads_setting
+
+    @threads.setter
+    def threads(self, value: int | str) -> None:
+        resolved = resolve_threads(value)
+        self._threads_setting: int | str = "auto" if value in (None, "auto") else resolved
+        self._auto_threads = resolve_threads("auto")
+
+    def _t(self, op: dict[str, Any], key: str) -> np.ndarray:
+        return _f32(self._tensors[f"{op['name']}.{key}"])
+
+    def _act(self, op: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s_in, slope per channel, s_out) of a prelu / rprelu op."""
+        c = op["channels"]
+        zeros = np.zeros(c, np.float32)
+        w = self._t(op, "weight")
+        slope = np.ascontiguousarray(np.broadcast_to(w, (c,)), dtype=np.float32)
+        if op["op"] == "rprelu":
+            return self._t(op, "shift_in"), slope, self._t(op, "shift_out")
+        return zeros, slope, zeros
+
+    def _subbit(self, op: dict[str, Any], bn: dict[str, Any] | None, in_shift: np.ndarray | None = None,
+                act: dict[str, Any] | None = None, residual: bool = False) -> BinaryLayer:
+        codes, idx = decode_subbit(op, self._tensors)
+        alpha = self._t(op, "alpha")
+        bias = self._t(op, "bias") if op["bias"] else np.zeros_like(alpha)
         scale, shift = alpha, bias
         if bn is not None:
-            s, t = _f32(tensors[f"{bn['name']}.scale"]), _f32(tensors[f"{bn['name']}.shift"])
+            s, t = self._t(bn, "scale"), self._t(bn, "shift")
             scale, shift = alpha * s, bias * s + t
         layer = BinaryLayer(
-            name,
-            op["in_channels"],
-            op["out_channels"],
-            op["stride"],
-            op["n"],
+            op["name"], op["in_channels"], op["out_channels"], op["stride"], op["n"],
             wp=kernels.pack_kernels(codeword_to_kernel(codes[idx])),
             codes=codes.astype(np.uint16),
             indices=idx.astype(np.int32),
             scale=_f32(scale),
             shift=_f32(shift),
+            in_shift=in_shift,
+            act=None if act is None else self._act(act),
+            residual=residual,
         )
         self.binary_layers.append(layer)
         return layer
 
-    def _op(self, op: dict[str, Any], tensors: dict[str, np.ndarray]) -> Callable[..., np.ndarray]:
-        kind, name = op["op"], op["name"]
+    def _conv(self, op: dict[str, Any], bn: dict[str, Any] | None) -> Callable[..., np.ndarray]:
+        w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
+        affine = None if bn is None else (self._t(bn, "scale"), self._t(bn, "shift"))
+        wt = conv_matrix(w)
+        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, parallel, wt)
 
-        def t(key: str) -> np.ndarray:
-            return _f32(tensors[f"{name}.{key}"])
+    def _op(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
+        """A plan step: called with the op's input values and the keyword ``parallel``."""
+        fn = self._op_fn(op)
+        if isinstance(fn, BinaryLayer) or op["op"] in ("conv2d", "prelu", "rprelu", "linear"):
+            return fn
+        return lambda *inputs, parallel: fn(*inputs)
 
+    def _op_fn(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
+        kind = op["op"]
         if kind == "subbit_conv2d":
-            return self._subbit(op, tensors, None)
+            return self._subbit(op, None)
         if kind == "conv2d":
-            w, b = t("weight"), t("bias") if op["bias"] else None
-            return lambda x: conv2d_nhwc(x, w, b, op["stride"], op["padding"])
+            return self._conv(op, None)
         if kind == "batchnorm":
-            s, sh = t("scale"), t("shift")
+            s, sh = self._t(op, "scale"), self._t(op, "shift")
             return lambda x: x * s + sh
         if kind == "bias":
-            b = t("bias")
+            b = self._t(op, "bias")
             return lambda x: x + b
         if kind in ("prelu", "rprelu"):
-            w = t("weight")
-            zeros = np.zeros(op["channels"], np.float32)
-            s_in, s_out = (t("shift_in"), t("shift_out")) if kind == "rprelu" else (zeros, zeros)
-            return lambda x, other=None: rprelu_nhwc(x, s_in, w, s_out, other)
+            s_in, w, s_out = self._act(op)
+            return lambda x, other=None, parallel=True: rprelu_nhwc(x, s_in, w, s_out, other, parallel)
         if kind == "relu":
             return lambda x: np.maximum(x, np.float32(0))
         if kind == "sign":
@@ -302,8 +285,8 @@ class PackedModel:
         if kind == "flatten":
             return lambda x: x if x.ndim == 2 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1)
         if kind == "linear":
-            w, b = t("weight"), t("bias") if op["bias"] else None
-            return lambda x: matmul(x, w.T) + b if b is not None else matmul(x, w.T)
+            wt, b = np.ascontiguousarray(self._t(op, "weight").T), self._t(op, "bias") if op["bias"] else None
+            return lambda x, parallel: matmul(x, wt, b, None, parallel)
         raise ValueError(f"unknown op {kind!r}")  # unreachable after validate()
 
     def __call__(self, images: Any) -> np.ndarray:
@@ -315,12 +298,50 @@ class PackedModel:
             x = x[None]
         if x.ndim != 4 or x.shape[1] != self.input_shape[0] or min(x.shape) == 0:
             raise ValueError(f"expected images of shape (N, {self.input_shape[0]}, H, W), got {x.shape}")
-        values = {"input": np.ascontiguousarray(x.transpose(0, 2, 3, 1))}
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        t = self.threads
+        if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
+            return self._batch_parallel(x, t)
+        if t == 1:
+            if len(x) <= CHUNK_IMAGES:
+                return self._forward(x, False)
+            return np.concatenate([self._forward(x[i:i + CHUNK_IMAGES], False) for i in range(0, len(x), CHUNK_IMAGES)])
+        with INTRA_OP_LOCK, use_threads(t):
+            return self._forward(x, True)
+
+    def _forward(self, x: np.ndarray, parallel: bool) -> np.ndarray:
+        """Run the plan on NHWC ``x``; ``parallel``: large kernels may use numba's threads."""
+        values = {"input": x}
         for (fn, inputs, output), dead in zip(self._plan, self._free, strict=True):
-            values[output] = fn(*(values[v] for v in inputs))
+            values[output] = fn(*(values[v] for v in inputs), parallel=parallel)
             for v in dead:
                 del values[v]
         return values[self.output]
+
+    def _batch_parallel(self, x: np.ndarray, t: int) -> np.ndarray:
+        """Split the batch into ~4·t chunks that ``t`` threads (the caller and t − 1 pool threads) take one at a time,
+        each running the whole plan with single-threaded (GIL-free) kernels: coarse work, no spinning workers, and a
+        thread that the OS deschedules simply takes fewer chunks."""
+        bounds = np.linspace(0, len(x), min(len(x), 4 * t) + 1).astype(int)
+        chunks = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        out: list[np.ndarray | None] = [None] * len(chunks)
+        order = iter(range(len(chunks)))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                out[i] = self._forward(chunks[i], False)
+
+        pool = _pool(t - 1)
+        helpers = [pool.submit(worker) for _ in range(t - 1)]
+        worker()
+        for h in helpers:
+            h.result()
+        return np.concatenate(out)
 
     def predict(self, images: Any) -> np.ndarray:
         """Class index per image."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
+
+from sparks.runtime.packing import WORD_BITS, num_words, pack_kernels, pack_signs
+from sparks.runtime.popcount import popcount64
 
 __all__ = [
     "pack_signs",
@@ -30,80 +30,9 @@ __all__ = [
     "popcount64",
 ]
 
-WORD_BITS = 64
 _EMPTY_F32 = np.zeros(0, dtype=np.float32)
 
 
-def ctpop_intrinsic(bits: int, result_type: types.Integer, arg_type: types.Integer):
-    """A numba intrinsic counting the set bits of a ``bits``-wide unsigned integer, emitted as ``llvm.ctpop.i<bits>``,
-    which LLVM lowers to POPCNT, or VPOPCNTQ/VPOPCNTW when vectorised on AVX-512."""
-
-    def typer(typingctx, x):
-        if not isinstance(x, types.Integer):
-            return None
-
-        def codegen(context, builder, signature, args):
-            fnty = ir.FunctionType(ir.IntType(bits), [ir.IntType(bits)])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.ctpop.i{bits}")
-            return builder.call(fn, [args[0]])
-
-        return result_type(arg_type), codegen
-
-    typer.__name__ = f"popcount{bits}"
-    return intrinsic(typer)
-
-
-popcount64 = ctpop_intrinsic(64, types.int64, types.uint64)  # uint64 -> int64
-
-
-def _num_words(c: int) -> int:
-    return (c + WORD_BITS - 1) // WORD_BITS
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# packing
-
-
-@njit(cache=True, parallel=True)
-def _pack_signs(x, n_words):
-    n, h, w, c = x.shape
-    out = np.zeros((n, h, w, n_words), dtype=np.uint64)
-    for r in prange(n * h):
-        b, y = r // h, r % h
-        for xx in range(w):
-            for k in range(n_words):
-                word = np.uint64(0)
-                for bit in range(min(WORD_BITS, c - k * WORD_BITS)):
-                    if x[b, y, xx, k * WORD_BITS + bit] >= 0:
-                        word |= np.uint64(1) << np.uint64(bit)
-                out[b, y, xx, k] = word
-    return out
-
-
-def pack_signs(x: np.ndarray) -> np.ndarray:
-    """Pack the signs of NHWC activations: float32 (N, H, W, C) → uint64 (N, H, W, ceil(C/64)), bit set iff x >= 0."""
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"pack_signs expects an (N, H, W, C) array, got shape {x.shape}")
-    if x.dtype != np.float32:
-        x = x.astype(np.float32)
-    return _pack_signs(np.ascontiguousarray(x), _num_words(x.shape[3]))
-
-
-def pack_kernels(w_pm1: np.ndarray) -> np.ndarray:
-    """Pack ±1 kernels (C_out, C_in, 3, 3) → uint64 (C_out, 3, 3, ceil(C_in/64)), bit set iff the weight is +1."""
-    w = np.asarray(w_pm1)
-    if w.ndim != 4 or w.shape[2:] != (3, 3):
-        raise ValueError(f"pack_kernels expects ±1 kernels of shape (C_out, C_in, 3, 3), got {w.shape}")
-    if not np.all(np.abs(w) == 1):
-        raise ValueError("pack_kernels expects every weight to be exactly +1 or -1")
-    c_out, c_in = w.shape[:2]
-    n_words = _num_words(c_in)
-    bits = np.zeros((c_out, 3, 3, n_words * WORD_BITS), dtype=np.uint8)
-    bits[..., :c_in] = (w > 0).transpose(0, 2, 3, 1)
-    # little bit order: byte j of a little-endian uint64 holds bits 8j..8j+7
-    packed = np.packbits(bits, axis=-1, bitorder="little")
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(c_out, 3, 3, n_words)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -259,15 +188,19 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
         n_taps[ox] = n_rows_valid * n_cols_valid
 
 
-@njit(cache=True, parallel=True)
-def _conv_dense(xp, wt, tap_pop, c_in, stride, scale, shift, fused):
-    """Shared body of the dense kernels: int32 output, or float32 acc * scale + shift when ``fused``."""
+def _conv_dense_py(xp, wt, tap_pop, c_in, stride, mode, scale, shift, res, s_in, slope, s_out):
+    """Body of the dense kernels (compiled parallel and serial below), work split over (image, output row).
+
+    ``mode`` 0: int32 output; 1: float32 ``acc·scale + shift``; 2: mode 1, then ``+ res`` (if ``res`` is not empty),
+    then RPReLU ``v + s_in → (v > 0 ? v : slope·v) → + s_out``; every step one float32 rounding, in torch's order.
+    """
     n, h, w, n_words = xp.shape
     c_out = wt.shape[1]
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     mask = _last_word_mask(c_in)
-    out_i = np.empty((n, ho, wo, c_out) if not fused else (0, 0, 0, 0), dtype=np.int32)
-    out_f = np.empty((n, ho, wo, c_out) if fused else (0, 0, 0, 0), dtype=np.float32)
+    out_i = np.empty((n, ho, wo, c_out) if mode == 0 else (0, 0, 0, 0), dtype=np.int32)
+    out_f = np.empty((n, ho, wo, c_out) if mode != 0 else (0, 0, 0, 0), dtype=np.float32)
+    has_res = res.shape[0] == n
     max_pairs = 9 * n_words
     for r in prange(n * ho):
         b, oy = r // ho, r % ho
@@ -278,22 +211,41 @@ def _conv_dense(xp, wt, tap_pop, c_in, stride, scale, shift, fused):
         _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps)
         for ox in range(wo):
             valid = c_in * n_taps[ox]
-            if fused:
+            a = acc[ox]
+            if mode == 0:
+                oi = out_i[b, oy, ox]
                 for co in range(c_out):
-                    out_f[b, oy, ox, co] = np.float32(valid - 2 * acc[ox, co]) * scale[co] + shift[co]
+                    oi[co] = valid - 2 * a[co]
+            elif mode == 1:
+                of = out_f[b, oy, ox]
+                for co in range(c_out):
+                    of[co] = np.float32(valid - 2 * a[co]) * scale[co] + shift[co]
             else:
+                of = out_f[b, oy, ox]
+                rr = res[b, oy, ox] if has_res else scale
                 for co in range(c_out):
-                    out_i[b, oy, ox, co] = valid - 2 * acc[ox, co]
+                    v = np.float32(valid - 2 * a[co]) * scale[co] + shift[co]
+                    if has_res:
+                        v = v + rr[co]
+                    v = v + s_in[co]
+                    v = v if v > 0 else slope[co] * v
+                    of[co] = v + s_out[co]
     return out_i, out_f
 
 
-def _check_conv_args(xp: np.ndarray, c_in: int, stride: int) -> np.ndarray:
+_conv_dense = njit(cache=True, parallel=True)(_conv_dense_py)
+_conv_dense_serial = njit(cache=True, nogil=True)(_conv_dense_py)
+_EMPTY_RES = np.zeros((0, 0, 0, 0), dtype=np.float32)
+
+
+def check_conv_args(xp: np.ndarray, c_in: int, stride: int) -> np.ndarray:
+    """Validate packed activations for a 3×3 conv of c_in channels and the stride; return them C-contiguous."""
     xp = np.asarray(xp)
     if xp.ndim != 4 or xp.dtype != np.uint64:
         raise ValueError(f"packed activations must be uint64 (N, H, W, words), got {xp.dtype} {xp.shape}")
     if stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride}")
-    if not 1 <= c_in <= xp.shape[3] * WORD_BITS or _num_words(c_in) != xp.shape[3]:
+    if not 1 <= c_in <= xp.shape[3] * WORD_BITS or num_words(c_in) != xp.shape[3]:
         raise ValueError(f"c_in={c_in} does not match {xp.shape[3]} packed words per pixel")
     return np.ascontiguousarray(xp)
 
@@ -309,8 +261,8 @@ class PreparedKernels(NamedTuple):
 def prepare_kernels(wp: np.ndarray, c_in: int) -> PreparedKernels:
     """Re-lay out :func:`pack_kernels` output once, so repeated calls skip the per-call transpose (O(weights))."""
     wp = np.asarray(wp)
-    if wp.ndim != 4 or wp.dtype != np.uint64 or wp.shape[1:3] != (3, 3) or _num_words(c_in) != wp.shape[3]:
-        raise ValueError(f"packed kernels must be uint64 (C_out, 3, 3, {_num_words(c_in)}), got {wp.dtype} {wp.shape}")
+    if wp.ndim != 4 or wp.dtype != np.uint64 or wp.shape[1:3] != (3, 3) or num_words(c_in) != wp.shape[3]:
+        raise ValueError(f"packed kernels must be uint64 (C_out, 3, 3, {num_words(c_in)}), got {wp.dtype} {wp.shape}")
     wt, tap_pop = _transpose_kernels(np.ascontiguousarray(wp), int(c_in))
     return PreparedKernels(wt, tap_pop, int(c_in))
 
@@ -335,9 +287,10 @@ def binary_conv3x3(xp: np.ndarray, wp: np.ndarray | PreparedKernels, c_in: int, 
         c_in: number of real input channels (the last word is masked to it).
         stride: 1 or 2; Ho = (H - 1) // stride + 1.
     """
-    xp = _check_conv_args(xp, c_in, stride)
+    xp = check_conv_args(xp, c_in, stride)
     k = _dense_weights(xp, wp, c_in)
-    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), _EMPTY_F32, _EMPTY_F32, False)[0]
+    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), 0, _EMPTY_F32, _EMPTY_F32, _EMPTY_RES, _EMPTY_F32,
+                       _EMPTY_F32, _EMPTY_F32)[0]
 
 
 def binary_conv3x3_fused(
@@ -347,16 +300,45 @@ def binary_conv3x3_fused(
     stride: int,
     scale: np.ndarray,
     shift: np.ndarray,
+    parallel: bool = True,
 ) -> np.ndarray:
-    """:func:`binary_conv3x3` with a per-channel affine epilogue: float32(acc) * scale + shift (float32, no FMA)."""
-    xp = _check_conv_args(xp, c_in, stride)
+    """:func:`binary_conv3x3` with a per-channel affine epilogue: float32(acc) * scale + shift (float32, no FMA).
+    ``parallel=False`` runs on the calling thread only."""
+    xp = check_conv_args(xp, c_in, stride)
     k = _dense_weights(xp, wp, c_in)
     c_out = k.wt.shape[1]
     scale = np.ascontiguousarray(scale, dtype=np.float32)
     shift = np.ascontiguousarray(shift, dtype=np.float32)
     if scale.shape != (c_out,) or shift.shape != (c_out,):
         raise ValueError(f"scale and shift must have shape ({c_out},), got {scale.shape} and {shift.shape}")
-    return _conv_dense(xp, k.wt, k.tap_pop, int(c_in), int(stride), scale, shift, True)[1]
+    fn = _conv_dense if parallel else _conv_dense_serial
+    return fn(xp, k.wt, k.tap_pop, int(c_in), int(stride), 1, scale, shift, _EMPTY_RES, _EMPTY_F32,
+                       _EMPTY_F32, _EMPTY_F32)[1]
+
+
+def binary_conv3x3_block(
+    xp: np.ndarray,
+    prepared: PreparedKernels,
+    stride: int,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    residual: np.ndarray | None,
+    s_in: np.ndarray,
+    slope: np.ndarray,
+    s_out: np.ndarray,
+    parallel: bool = True,
+) -> np.ndarray:
+    """A whole ReActNet block after the packing, in one pass: ``rprelu(conv·scale + shift [+ residual])`` with
+    per-channel float32 (C_out,) ``scale, shift, s_in, slope, s_out`` and an optional NHWC ``residual`` of the output
+    shape; bit-identical to running the ops one by one. For the engine: arguments are not re-validated."""
+    c_out = prepared.wt.shape[1]
+    xp = check_conv_args(xp, prepared.c_in, stride)
+    n, h, w, _ = xp.shape
+    res = _EMPTY_RES if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
+    fn = _conv_dense if parallel else _conv_dense_serial
+    if res.shape[0] and res.shape != (n, (h - 1) // stride + 1, (w - 1) // stride + 1, c_out):
+        raise ValueError(f"residual shape {res.shape} does not match the conv output")
+    return fn(xp, prepared.wt, prepared.tap_pop, prepared.c_in, stride, 2, scale, shift, res, s_in, slope, s_out)[1]
 
 
 def choose_binary_kernel(c_in: int, c_out: int, h: int, w: int, n: int) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, types
 
-from sparks.runtime.kernels import WORD_BITS, _check_conv_args, ctpop_intrinsic
+from sparks.runtime.kernels import WORD_BITS, check_conv_args
+from sparks.runtime.popcount import ctpop_intrinsic
 
 _popcount16 = ctpop_intrinsic(16, types.int16, types.uint16)  # uint16 -> int16 (VPOPCNTW with AVX512-BITALG)
 
@@ -103,7 +104,7 @@ def binary_conv3x3_lut(
         indices: integer (C_out, c_in) into ``codewords``.
         c_in, stride: as :func:`binary_conv3x3`; c_in <= 3640 (int16 partial sums).
     """
-    xp = _check_conv_args(xp, c_in, stride)
+    xp = check_conv_args(xp, c_in, stride)
     if c_in > LUT_MAX_C_IN:
         raise ValueError(f"the LUT kernel supports c_in <= {LUT_MAX_C_IN}, got {c_in}; use binary_conv3x3")
     codewords = np.asarray(codewords)
