@@ -18,7 +18,9 @@ from torch import nn
 
 from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU, binary_sign
 from sparks.core.layers import SubBitConv2d
-from sparks.deploy.format import SparksFormatError, codeword_to_kernel, decode_subbit
+from sparks.deploy.bits import codeword_to_kernel, decode_subbit
+from sparks.errors import SparksFormatError
+from sparks.limits import Limits, check_model_args
 
 
 class ExportedSubBitConv2d(SubBitConv2d):
@@ -145,11 +147,14 @@ class GraphModel(nn.Module):
         return values[self.ops[-1][2]]
 
 
-def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.Module:
-    """The PyTorch module of a validated file's (metadata, tensors), in eval mode."""
+def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray], limits: Limits | None = None) -> nn.Module:
+    """The PyTorch module of a validated file's (metadata, tensors), in eval mode. A registered architecture's
+    ``model_args`` are checked against ``limits`` before the model is built (SparksFormatError)."""
     from sparks.models import list_models
 
     name = metadata["model_name"]
+    if name is not None and name in list_models():
+        check_model_args(name, metadata["model_args"], SparksFormatError, limits)
     model = _registered(metadata, tensors) if name is not None and name in list_models() else None
     if model is None:  # not a registered architecture, or one modified after create(): run the op list itself
         model = GraphModel(metadata["ops"])
@@ -171,7 +176,7 @@ def _registered(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.
 
     try:
         model = create(metadata["model_name"], **metadata["model_args"]).eval()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):  # arguments this builder does not take
         return None
     for op in metadata["ops"]:
         try:

@@ -193,10 +193,12 @@ class PackedModel:
     Args:
         metadata, tensors: the output of :func:`sparks.format.read_sparks` (validated again here).
         fuse_bn: fold a BN that directly follows a sub-bit conv into its output transform.
+        limits: the :class:`sparks.limits.Limits` the file was read with (defaults otherwise).
     """
 
-    def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True) -> None:
-        validate(metadata, tensors)
+    def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True,
+                 limits: Any = None) -> None:
+        validate(metadata, tensors, limits)
         self.metadata = metadata
         self.num_classes = metadata["num_classes"]
         inp = metadata["input"]
