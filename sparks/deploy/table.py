@@ -35,10 +35,12 @@ def check_version(version: object) -> None:
                                 f"{FORMAT_VERSION}); {REEXPORT_HINT}")
 
 
-def _int(d: dict, key: str, lo: int, hi: int, where: str) -> int:
+def _int(d: dict, key: str, lo: int, hi: int, where: str, limit: str = "") -> int:
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise SparksFormatError(f"{where}: {key!r} must be an int in {lo}..{hi}, got {v!r:.60}")
+        over = limit and isinstance(v, int) and v > hi
+        hint = f" (over Limits.{limit}: raise it if this is intended)" if over else ""
+        raise SparksFormatError(f"{where}: {key!r} must be an int in {lo}..{hi}, got {v!r:.60}{hint}")
     return v
 
 
@@ -118,8 +120,8 @@ class _Checker:
             raise SparksFormatError(f"{where}: {kind} needs a feature map input")
         channels = self.lim.max_channels
         if kind == "conv2d":
-            cin = _int(op, "in_channels", 1, channels, where)
-            cout = _int(op, "out_channels", 1, channels, where)
+            cin = _int(op, "in_channels", 1, channels, where, "max_channels")
+            cout = _int(op, "out_channels", 1, channels, where, "max_channels")
             kh, kw = _pair(op, "kernel", 1, MAX_KERNEL, where)
             sh, sw = _pair(op, "stride", 1, MAX_STRIDE, where)
             ph, pw = _pair(op, "padding", 0, MAX_KERNEL, where)
@@ -132,7 +134,7 @@ class _Checker:
         if kind == "subbit_conv2d":
             return self.subbit(op, x, where)
         if kind in ("batchnorm", "bias", "rprelu"):
-            c = _int(op, "channels", 1, channels, where)
+            c = _int(op, "channels", 1, channels, where, "max_channels")
             self._channels(x, c, where)
             names = {"batchnorm": ("scale", "shift"), "bias": ("bias",), "rprelu": ("shift_in", "weight",
                                                                                      "shift_out")}[kind]
@@ -178,8 +180,8 @@ class _Checker:
 
     def subbit(self, op: dict, x: tuple, where: str) -> tuple:
         name = op["name"]
-        cin = _int(op, "in_channels", 1, self.lim.max_channels, where)
-        cout = _int(op, "out_channels", 1, self.lim.max_channels, where)
+        cin = _int(op, "in_channels", 1, self.lim.max_channels, where, "max_channels")
+        cout = _int(op, "out_channels", 1, self.lim.max_channels, where, "max_channels")
         s = _int(op, "stride", 1, 2, where)  # what the packed kernels implement
         tau = _int(op, "tau", 1, CODE_BITS, where)
         n = _int(op, "n", 1, FULL_CODEBOOK, where)
@@ -215,16 +217,16 @@ def _check(metadata: Any, tensors: dict[str, np.ndarray] | None, lim: Limits) ->
     if not isinstance(metadata.get("model_args"), dict):
         raise SparksFormatError("metadata: 'model_args' must be an object")
     _int(metadata, "tau", 1, CODE_BITS, where)
-    num_classes = _int(metadata, "num_classes", 1, lim.max_classes, where)
+    num_classes = _int(metadata, "num_classes", 1, lim.max_classes, where, "max_classes")
     real = metadata.get("real_dtype")
     if real not in REAL_DTYPES:
         raise SparksFormatError(f"metadata: 'real_dtype' must be one of {REAL_DTYPES}, got {real!r:.40}")
     inp = metadata.get("input")
     if not isinstance(inp, dict):
         raise SparksFormatError("metadata: 'input' must be an object")
-    c = _int(inp, "channels", 1, lim.max_channels, "input")
-    h = _int(inp, "height", 1, lim.max_spatial, "input")
-    w = _int(inp, "width", 1, lim.max_spatial, "input")
+    c = _int(inp, "channels", 1, lim.max_channels, "input", "max_channels")
+    h = _int(inp, "height", 1, lim.max_spatial, "input", "max_spatial")
+    w = _int(inp, "width", 1, lim.max_spatial, "input", "max_spatial")
     check_size(f"input {c}x{h}x{w}: element count", c * h * w, lim.max_value_elements, "max_value_elements",
                SparksFormatError)
     ops = metadata.get("ops")
