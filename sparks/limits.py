@@ -34,7 +34,7 @@ class Limits:
     max_channels: int = 1 << 16  # channels of one layer, in_channels of a model
     max_classes: int = 1 << 20  # num_classes of a model
     max_spatial: int = 1 << 14  # input height / width
-    max_value_elements: int = 1 << 28  # elements of one activation at batch 1
+    max_value_elements: int = 1 << 24  # elements of one activation at batch 1 (64 MiB in float32)
     max_width: float = 64.0  # channel width multiplier in model_args
     max_params: int = 1 << 27  # parameters + buffers of a described model (134 M: 512 MiB in float32)
     max_config_bytes: int = 1 << 20  # a YAML config file

@@ -142,24 +142,28 @@ def _read(f: BinaryIO, size: int, lim: Limits) -> tuple[dict[str, Any], dict[str
         raise SparksFormatError(f"truncated or corrupted file: header of {n} bytes in a {size}-byte file")
     check_size("header size", n, lim.max_header_bytes, "max_header_bytes", SparksFormatError)
     parts, digest = _parse_header(_read_exactly(f, n), size - 8 - n, lim)
-    data = _read_exactly(f, size - 8 - n)  # == the declared tensors' bytes, checked above
+    # the (small) layer table first: its tensors must fill the blobs exactly before the blobs are read
+    f.seek(8 + n + parts[TABLE][0])
+    metadata = _table(_read_exactly(f, parts[TABLE][1] - parts[TABLE][0]), lim)
+    layout = tensor_layout(metadata, lim)
+    need = dict.fromkeys(BLOBS, 0)
+    for _, dtype, shape in layout:
+        need[_CODES[dtype]] += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    for key in BLOBS:
+        have = parts[key][1] - parts[key][0] if key in parts else 0
+        if have != need[key]:
+            raise SparksFormatError(f"the {key} data holds {have:,} bytes, the layer table's tensors {need[key]:,}")
+    f.seek(8 + n)
+    data = _read_exactly(f, size - 8 - n)  # == the table's tensors + the table: bounded by the model it describes
     if hashlib.sha256(data).hexdigest() != digest:
         raise SparksFormatError("checksum mismatch: the file is corrupted")
-    metadata = _table(data[slice(*parts[TABLE])], lim)
-    layout = tensor_layout(metadata, lim)
     tensors: dict[str, np.ndarray] = {}
-    cursor = {key: parts[key][0] if key in parts else 0 for key in BLOBS}
+    cursor = {key: parts[key][0] for key in parts}
     for name, dtype, shape in layout:
         key = _CODES[dtype]
         count = int(np.prod(shape, dtype=np.int64))
-        end = cursor[key] + count * dtype.itemsize
-        if key not in parts or end > parts[key][1]:
-            raise SparksFormatError(f"the {key} data ends before tensor {name!r}")
         tensors[name] = np.frombuffer(data, dtype=dtype, count=count, offset=cursor[key]).reshape(shape)
-        cursor[key] = end
-    for key in BLOBS:
-        if key in parts and cursor[key] != parts[key][1]:
-            raise SparksFormatError(f"the {key} data holds {parts[key][1] - cursor[key]} bytes no tensor uses")
+        cursor[key] += count * dtype.itemsize
     validate(metadata, tensors, lim)
     return metadata, tensors
 

@@ -19,8 +19,9 @@ from torch import nn
 from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU, binary_sign
 from sparks.core.layers import SubBitConv2d
 from sparks.deploy.bits import codeword_to_kernel, decode_subbit
+from sparks.deploy.table import table_params
 from sparks.errors import SparksFormatError
-from sparks.limits import Limits, check_model_args
+from sparks.limits import Limits, check_model_args, described_params
 
 
 class ExportedSubBitConv2d(SubBitConv2d):
@@ -153,9 +154,12 @@ def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray], limits
     from sparks.models import list_models
 
     name = metadata["model_name"]
-    if name is not None and name in list_models():
+    registered = name is not None and name in list_models()
+    if registered:
         check_model_args(name, metadata["model_args"], SparksFormatError, limits)
-    model = _registered(metadata, tensors) if name is not None and name in list_models() else None
+        # model_args describing a much larger model than the table cannot be this file's graph: skip building it
+        registered = described_params(name, metadata["model_args"]) <= 4 * table_params(metadata, limits) + (1 << 20)
+    model = _registered(metadata, tensors) if registered else None
     if model is None:  # not a registered architecture, or one modified after create(): run the op list itself
         model = GraphModel(metadata["ops"])
         for op, (_, _, _, key) in zip(metadata["ops"], model.ops, strict=True):

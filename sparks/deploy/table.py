@@ -211,6 +211,8 @@ def _check(metadata: Any, tensors: dict[str, np.ndarray] | None, lim: Limits) ->
         raise SparksFormatError("metadata must be an object")
     check_version(metadata.get("format_version"))
     where = "metadata"
+    if "model_name" not in metadata:
+        raise SparksFormatError("metadata: 'model_name' is missing (a registered architecture or null)")
     for key in ("model_name", "method"):
         if (key == "method" or metadata.get(key) is not None) and not _IDENTIFIER.fullmatch(_str(metadata, key, where)):
             raise SparksFormatError(f"metadata: {key!r} must be an identifier, got {metadata[key]!r:.60}")
@@ -265,6 +267,11 @@ def _check(metadata: Any, tensors: dict[str, np.ndarray] | None, lim: Limits) ->
 def tensor_layout(metadata: Any, limits: Limits | None = None) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
     """(name, dtype, shape) of every tensor the table needs, in file order; checks the table (not the tensors)."""
     return _check(metadata, None, resolve(limits)).layout
+
+
+def table_params(metadata: Any, limits: Limits | None = None) -> int:
+    """Parameters of the model the table describes (a sub-bit kernel counts 9: its latent weights in torch)."""
+    return _check(metadata, None, resolve(limits)).params
 
 
 def validate(metadata: Any, tensors: dict[str, np.ndarray], limits: Limits | None = None) -> None:
