@@ -171,7 +171,7 @@ def _run_range(kind: str, seed: int, start: int, stop: int, folder: Path, memory
                 proc.wait()
                 err = proc.stderr.read()[-300:].replace("\n", " | ")
                 if current is None:
-                    raise RuntimeError(f"fuzz worker failed before its first case: {err}")
+                    raise RuntimeError(f"fuzz worker failed outside a case (a harness bug): {err}")
                 outcome = "timeout" if line is None else ("memory" if "MemoryError" in err else "crash")
                 results[current] = (outcome, name, f"exit {proc.returncode}: {err}")
                 start = current + 1

@@ -250,8 +250,9 @@ def mutate_state(state: dict[str, Any], rng: np.random.Generator) -> str:
         else:
             model[key + ".extra"] = torch.zeros(2)
         return "model_tensor"
-    if op == 3 and state.get("rng"):
-        entry = state["rng"][0]
+    rngs = state.get("rng")
+    if op == 3 and isinstance(rngs, list) and rngs and isinstance(rngs[0], dict):
+        entry = rngs[0]
         parent, key = _walk(entry, rng)
         if parent is not None:
             parent[key] = _hostile(rng) if rng.random() < 0.6 else torch.zeros(int(rng.integers(0, 700)),

@@ -20,6 +20,7 @@ from sparks.limits import Limits, check_size
 
 FORMAT_VERSION = 1
 MAX_RANKS = 4096  # RNG states (one per process) a checkpoint may hold
+NUMERIC_HYPERPARAMETERS = ("lr", "initial_lr", "weight_decay", "eps")
 
 
 def _fail(path: Path | str, reason: str) -> CheckpointError:
@@ -91,19 +92,47 @@ def check_fields(state: Any, path: Path | str, lim: Limits) -> None:
         v = state.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             raise CheckpointError(f"{path}: checkpoint field {key!r} must be a number, got {v!r:.60}")
-    if "optimizer" in state:
-        opt = state["optimizer"]
-        groups = opt.get("param_groups") if isinstance(opt, dict) else None
-        if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(groups, list)
-                and all(isinstance(g, dict) for g in groups)):
-            raise CheckpointError(f"{path}: checkpoint field 'optimizer' must be an optimizer state dict "
-                                  f"(state, param_groups), got {type(opt).__name__}")
+    if "optimizer" in state and not _optimizer_ok(state["optimizer"]):
+        raise CheckpointError(f"{path}: checkpoint field 'optimizer' is not an optimizer state dict (state: {{int: "
+                              f"{{name: tensor or number}}}}, param_groups: [{{params: [int], lr: number, ...}}])")
     if "rng" in state:
         rng = state["rng"]
         if not isinstance(rng, list) or len(rng) > MAX_RANKS:
             raise CheckpointError(f"{path}: checkpoint field 'rng' must be a list of per-process RNG states")
         for entry in rng:
             check_rng(entry, path)
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, str)) or (isinstance(v, (int, float)) and not math.isnan(v))
+
+
+def _optimizer_ok(opt: Any) -> bool:
+    """``torch.optim.Optimizer.state_dict()`` structure: per-parameter state, then groups of hyperparameters."""
+    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict):
+        return False
+    if not isinstance(opt.get("param_groups"), list):
+        return False
+    for key, entry in opt["state"].items():
+        if isinstance(key, bool) or not isinstance(key, int) or not isinstance(entry, dict):
+            return False
+        if not all(isinstance(v, torch.Tensor) or _scalar(v) for v in entry.values()):
+            return False
+    for group in opt["param_groups"]:
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            return False
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in group["params"]):
+            return False
+        for key, v in group.items():
+            if key == "params":
+                continue
+            if key in NUMERIC_HYPERPARAMETERS and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                   or not math.isfinite(v) or v < 0):
+                return False
+            items = v if isinstance(v, (list, tuple)) and len(v) <= 16 else [v]
+            if not all(_scalar(x) for x in items):
+                return False
+    return True
 
 
 def _tensor(v: Any, dtype: torch.dtype, numel: int | None) -> bool:
