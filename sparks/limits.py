@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sparks.errors import SparksError
+from sparks.errors import SparksError, UsageError
 
 ENV_VAR = "SPARKS_LIMITS"
 KNOWN_ARGS = ("width", "num_classes", "in_channels", "tau", "method")  # every builder's shared keyword arguments
@@ -54,13 +54,13 @@ def _parse_env(text: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
-            raise SparksError(f"{ENV_VAR}: expected NAME=VALUE with NAME one of {', '.join(fields)}, got {item!r}")
+            raise UsageError(f"{ENV_VAR}: expected NAME=VALUE with NAME one of {', '.join(fields)}, got {item!r}")
         try:
             number = float(value)
         except ValueError:
-            raise SparksError(f"{ENV_VAR}: {key} must be a number, got {value!r}") from None
+            raise UsageError(f"{ENV_VAR}: {key} must be a number, got {value!r}") from None
         if not math.isfinite(number) or number <= 0:
-            raise SparksError(f"{ENV_VAR}: {key} must be a positive finite number, got {value!r}")
+            raise UsageError(f"{ENV_VAR}: {key} must be a positive finite number, got {value!r}")
         out[key] = number if fields[key].type == "float" else int(number)
     return out
 
@@ -117,7 +117,11 @@ def check_model_args(name: object, args: object, error: type[SparksError], limit
         _number(present, "tau", 1, 9, True, error)
     if "method" in present and not isinstance(present["method"], str):
         raise error(f"model_args: 'method' must be a string, got {present['method']!r:.60}")
-    params = described_params(name, present)
+    try:
+        params = described_params(name, present)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise error(f"model_args {present} do not build {name}: {str(err).splitlines()[0][:120] if str(err) else err!r}"
+                    ) from None
     check_size(f"{name} with {present}: parameter count", params, lim.max_params, "max_params", error)
 
 

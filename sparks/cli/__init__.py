@@ -1,7 +1,7 @@
 """The ``sparks`` command line: one module per subcommand, each a thin layer over library functions.
 
 Every subcommand module defines ``register(subparsers)`` that adds its parser and sets ``func`` (called with the
-parsed args, returning an exit code). Bad input raises :class:`UsageError` (or ``ValueError``/``FileNotFoundError``
+parsed args, returning an exit code). Bad input raises a :class:`SparksError` (or ``ValueError``/``FileNotFoundError``
 from the library): ``main`` prints it as one line on stderr and exits with code 2.
 """
 
@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sparks.errors import UsageError
+from sparks.errors import SparksError
 
 # Subcommand modules, in the order ``sparks --help`` lists them; a module missing here is simply not offered.
 SUBCOMMANDS = ("train", "eval", "models", "summary", "analyze", "export", "run", "bench")
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
+    except (SparksError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
         print(f"sparks {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
