@@ -125,9 +125,9 @@ def check_model_args(name: object, args: object, error: type[SparksError], limit
     check_size(f"{name} with {present}: parameter count", params, lim.max_params, "max_params", error)
 
 
-def described_params(name: str, args: dict[str, Any]) -> int:
-    """Parameters + buffers of ``create(name, **args)`` (shared arguments only) plus the training-only selection
-    parameters any method may add, counted on the ``meta`` device (no memory)."""
+def described_params(name: str, args: dict[str, Any], selection: bool = True) -> int:
+    """Parameters + buffers of ``create(name, **args)`` (shared arguments only) plus, with ``selection``, the
+    training-only selection parameters any method may add; counted on the ``meta`` device (no memory)."""
     import torch
 
     from sparks.models import create
@@ -137,4 +137,4 @@ def described_params(name: str, args: dict[str, Any]) -> int:
         model = create(name, **shared, method="float")
     count = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
     subbit = sum(1 for m in model.modules() if hasattr(m, "tau") and hasattr(m, "quantizer"))
-    return int(count + SELECTION_ALLOWANCE * subbit)
+    return int(count + (SELECTION_ALLOWANCE * subbit if selection else 0))

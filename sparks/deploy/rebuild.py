@@ -37,6 +37,10 @@ class ExportedSubBitConv2d(SubBitConv2d):
     def method(self) -> str:
         return self.exported_method
 
+    def reset_selection(self) -> None:
+        """Keep the file's sub-codebook (``quantizer.selected``): nothing to derive from the latent weights (which
+        also spares the frequency count, several times the weight's memory, at construction)."""
+
     @torch.no_grad()
     def alpha(self) -> torch.Tensor:
         return self.exported_alpha.clone()
@@ -59,10 +63,12 @@ def _subbit(op: dict[str, Any], tensors: dict[str, np.ndarray], method: str) -> 
     codes, idx = decode_subbit(op, tensors)
     layer = ExportedSubBitConv2d(op["in_channels"], op["out_channels"], op["stride"], tau, op["bias"], method)
     alpha = _t(tensors[f"{op['name']}.alpha"])
-    kernels = torch.from_numpy(codeword_to_kernel(codes[idx]))
     with torch.no_grad():
-        # latent = α·codeword: sign and nearest codeword give back exactly codes[idx]
-        layer.weight.copy_(alpha.clamp_min(1e-12).view(-1, 1, 1, 1) * kernels)
+        # latent = α·codeword: sign and nearest codeword give back exactly codes[idx]; filled row by row so the
+        # only full-size tensor is the layer's own weight
+        for o in range(op["out_channels"]):
+            layer.weight[o].copy_(torch.from_numpy(codeword_to_kernel(codes[idx[o]])))
+        layer.weight.mul_(alpha.clamp_min(1e-12).view(-1, 1, 1, 1))
         layer.quantizer.selected.copy_(torch.from_numpy(codes))
         layer.exported_alpha.copy_(alpha)
         if op["bias"]:
@@ -158,7 +164,8 @@ def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray], limits
     if registered:
         check_model_args(name, metadata["model_args"], SparksFormatError, limits)
         # model_args describing a much larger model than the table cannot be this file's graph: skip building it
-        registered = described_params(name, metadata["model_args"]) <= 4 * table_params(metadata, limits) + (1 << 20)
+        described = described_params(name, metadata["model_args"], selection=False)
+        registered = described <= 4 * table_params(metadata, limits) + (1 << 20)
     model = _registered(metadata, tensors) if registered else None
     if model is None:  # not a registered architecture, or one modified after create(): run the op list itself
         model = GraphModel(metadata["ops"])
