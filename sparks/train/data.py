@@ -143,17 +143,13 @@ _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte labels (1-D) and im
 
 def read_idx(path: str | os.PathLike, ndim: int, limits: Limits | None = None) -> np.ndarray:
     """Read an IDX file of unsigned bytes (optionally gzipped) with ``ndim`` dimensions; ``UsageError`` if corrupt.
-
-    The file and its decompressed size are bounded by ``limits.max_data_bytes`` (no gzip bomb)."""
-    path = Path(path)
-    cap = resolve(limits).max_data_bytes
+    The file and its gunzipped size are bounded by ``limits.max_data_bytes`` (no gzip bomb)."""
+    path, cap = Path(path), resolve(limits).max_data_bytes
     try:
         check_size(f"{path}: file size", path.stat().st_size, cap, "max_data_bytes", UsageError)
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
-            inflater = zlib.decompressobj(wbits=31)
-            raw = inflater.decompress(raw, cap + 1)
+            raw = zlib.decompressobj(wbits=31).decompress(raw, cap + 1)
             check_size(f"{path}: decompressed size", len(raw), cap, "max_data_bytes", UsageError)
     except (OSError, EOFError, zlib.error) as err:
         raise UsageError(f"cannot read {path}: {err}") from None
