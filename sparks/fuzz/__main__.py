@@ -24,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-bytes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from sparks.fuzz.harness import run_campaign, worker
+    from sparks.fuzz.harness import limit_self, run_campaign, worker
 
     if args.worker:
+        if args.memory_bytes > 0:
+            limit_self(args.memory_bytes)
         worker(args.kind, args.seed, args.start, args.stop, Path(args.dir))
         return 0
     result = run_campaign(args.kind, args.count, args.seed, args.workers, int(args.memory_gib * (1 << 30)),

@@ -143,12 +143,11 @@ def worker(kind: str, seed: int, start: int, stop: int, folder: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- parent side
-def _limit(memory: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        os.nice(5)
-
-    return apply
+def limit_self(memory: int) -> None:
+    """Cap this process's address space at ``memory`` bytes and lower its priority (a worker calls it first, before
+    importing torch; ``preexec_fn`` is not safe in the threaded parent)."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    os.nice(5)
 
 
 def _run_range(kind: str, seed: int, start: int, stop: int, folder: Path, memory: int, timeout: float,
@@ -158,9 +157,8 @@ def _run_range(kind: str, seed: int, start: int, stop: int, folder: Path, memory
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
     while start < stop:
         cmd = [sys.executable, "-m", "sparks.fuzz", "--worker", "--kind", kind, "--seed", str(seed), "--start",
-               str(start), "--stop", str(stop), "--dir", str(folder)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                preexec_fn=_limit(memory), text=True, bufsize=1)
+               str(start), "--stop", str(stop), "--dir", str(folder), "--memory-bytes", str(memory)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
         current, name, wait = None, "", READY_TIMEOUT
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], wait)
@@ -171,7 +169,7 @@ def _run_range(kind: str, seed: int, start: int, stop: int, folder: Path, memory
                 proc.wait()
                 err = proc.stderr.read()[-300:].replace("\n", " | ")
                 if current is None:
-                    raise RuntimeError(f"fuzz worker failed outside a case (a harness bug): {err}")
+                    raise RuntimeError(f"fuzz worker failed outside a case (memory limit too low for the imports, or a harness bug): {err}")
                 outcome = "timeout" if line is None else ("memory" if "MemoryError" in err else "crash")
                 results[current] = (outcome, name, f"exit {proc.returncode}: {err}")
                 start = current + 1
