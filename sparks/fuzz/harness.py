@@ -169,7 +169,8 @@ def _run_range(kind: str, seed: int, start: int, stop: int, folder: Path, memory
                 proc.wait()
                 err = proc.stderr.read()[-300:].replace("\n", " | ")
                 if current is None:
-                    raise RuntimeError(f"fuzz worker failed outside a case (memory limit too low for the imports, or a harness bug): {err}")
+                    raise RuntimeError(f"fuzz worker failed outside a case (memory limit too low for the imports, "
+                                       f"or a harness bug): {err}")
                 outcome = "timeout" if line is None else ("memory" if "MemoryError" in err else "crash")
                 results[current] = (outcome, name, f"exit {proc.returncode}: {err}")
                 start = current + 1
