@@ -9,7 +9,8 @@ packed engine and the torch rebuild, each run on one input; checkpoints: ``load_
 * ``error``: the one expected error type (SparksFormatError / CheckpointError) with a one-line message;
 * ``ok``: loads and every runtime gives finite outputs;
 * ``nonfinite``, ``other`` (another exception or a multi-line message), ``memory`` (MemoryError),
-  ``crash`` (the worker died), ``timeout`` (no result within the case timeout): failures.
+  ``crash`` (the worker died), ``timeout`` (no result within the case timeout), ``harness`` (the mutator itself
+  failed): failures.
 """
 
 from __future__ import annotations
@@ -125,7 +126,11 @@ def worker(kind: str, seed: int, start: int, stop: int, folder: Path) -> None:
     print("READY", flush=True)
     target = Path(tempfile.mkdtemp(prefix="case", dir=folder)) / ("case.sparks" if kind == "sparks" else "case.pt")
     for i in range(start, stop):
-        name, prefix, size = make(seeds, seed, i)
+        try:
+            name, prefix, size = make(seeds, seed, i)
+        except Exception as err:  # noqa: BLE001 - a mutator bug: report it as a failure and go on
+            print("R " + json.dumps([i, "harness", "mutator", f"{type(err).__name__}: {err}"[:300]]), flush=True)
+            continue
         mutate.write_case(target, prefix, size)
         print(f"S {i} {name}", flush=True)
         try:

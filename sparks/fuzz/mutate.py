@@ -223,7 +223,9 @@ def mutate_state(state: dict[str, Any], rng: np.random.Generator) -> str:
     op = int(rng.integers(7))
     if op == 0:
         key = list(MODEL_ARGS)[int(rng.integers(len(MODEL_ARGS)))]
-        state.setdefault("model_args", {})[key] = MODEL_ARGS[key][int(rng.integers(len(MODEL_ARGS[key])))]
+        if not isinstance(state.get("model_args"), dict):  # an earlier edit replaced it
+            state["model_args"] = {}
+        state["model_args"][key] = MODEL_ARGS[key][int(rng.integers(len(MODEL_ARGS[key])))]
         return "model_args"
     if op == 1:
         key = str(rng.choice(list(state)))
