@@ -40,6 +40,7 @@ class Limits:
     max_config_bytes: int = 1 << 20  # a YAML config file
     max_data_bytes: int = 1 << 33  # one dataset file (IDX images, CIFAR batch), after gunzip
     max_tensors: int = 100_000  # tensors in a checkpoint's state dicts
+    max_abs_value: float = 1e12  # |x| of a stored real value: larger ones overflow float32 within a layer or two
 
     @property
     def max_model_bytes(self) -> int:

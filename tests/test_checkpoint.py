@@ -209,3 +209,18 @@ def test_zip_bombs_and_foreign_layouts_are_refused_before_loading(tmp_path):
     torch.save({"format_version": 1, "model": {}}, legacy, _use_new_zipfile_serialization=False)
     with pytest.raises(ckpt.CheckpointError, match="not a zip-format"):
         ckpt.load_checkpoint(legacy)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("features.0.conv.quantizer.selected", 600, "codeword indices"),
+    ("features.0.conv.quantizer.selected", -1, "codeword indices"),
+    ("features.0.bn.running_var", -1.0, "variance"),
+    ("fc.weight", 3e38, "huge"),
+    ("fc.weight", float("inf"), "infinite")])
+def test_values_a_model_cannot_run_on_are_refused(tmp_path, key, value, match):
+    state = _state(_tiny("topn"))
+    state["model"][key] = state["model"][key].clone()
+    state["model"][key].view(-1)[0] = value
+    torch.save(state, tmp_path / "m.pt")
+    with pytest.raises(ckpt.CheckpointError, match=match):
+        ckpt.load_model(tmp_path / "m.pt")

@@ -21,7 +21,6 @@ FORMAT_VERSION = 2
 REEXPORT_HINT = "re-export it with `sparks export --checkpoint CKPT --out FILE`"
 MAX_KERNEL = 15
 MAX_STRIDE = 16
-MAX_ABS_VALUE = 1e12  # larger real values overflow float32 in a layer or two: refused like NaN and inf
 REAL_DTYPES = ("float32", "float16")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -106,9 +105,9 @@ class _Checker:
                                     f"{list(getattr(t, 'shape', ()))}, expected {want}{list(shape)}")
         if t.dtype.kind == "f":
             peak = float(np.abs(t).max(initial=0.0)) if np.isfinite(t).all() else float("nan")
-            if not peak <= MAX_ABS_VALUE:
-                raise SparksFormatError(f"tensor {name!r} holds NaN, infinite or huge (|x| > {MAX_ABS_VALUE:g}) "
-                                        f"values")
+            if not peak <= self.lim.max_abs_value:
+                raise SparksFormatError(f"tensor {name!r} holds NaN, infinite or huge (|x| > "
+                                        f"{self.lim.max_abs_value:g}, Limits.max_abs_value) values")
 
     def op(self, op: dict, ins: list[tuple], where: str) -> tuple:
         kind, name = op["op"], op["name"]

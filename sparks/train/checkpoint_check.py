@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sparks.core.codebook import NUM_CODEWORDS
 from sparks.errors import CheckpointError, first_line
 from sparks.limits import Limits, check_size
 
@@ -79,8 +80,7 @@ def check_fields(state: Any, path: Path | str, lim: Limits) -> None:
         raise _fail(path, "'model' must be a dict of tensors (a state dict)")
     check_size(f"{path}: tensors in 'model'", len(model), lim.max_tensors, "max_tensors", CheckpointError)
     for key, t in model.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path}: weight {key[:80]!r} holds NaN or infinite values")
+        check_weight(key, t, path, lim)
     _typed(state, "model_name", (str,), path, "a string")
     for key in ("model_args", "config", "data", "scheduler"):
         _typed(state, key, (dict,), path, "a dict")
@@ -101,6 +101,19 @@ def check_fields(state: Any, path: Path | str, lim: Limits) -> None:
             raise CheckpointError(f"{path}: checkpoint field 'rng' must be a list of per-process RNG states")
         for entry in rng:
             check_rng(entry, path)
+
+
+def check_weight(key: str, t: torch.Tensor, path: Path | str, lim: Limits) -> None:
+    """Values a model can run on: finite and |x| ≤ ``max_abs_value``, BN variances ≥ 0, codeword indices < 512."""
+    if t.is_floating_point():
+        peak = float(t.abs().max()) if t.numel() else 0.0  # NaN propagates through max
+        if not peak <= lim.max_abs_value:
+            raise CheckpointError(f"{path}: weight {key[:80]!r} holds NaN, infinite or huge (|x| > "
+                                  f"{lim.max_abs_value:g}, Limits.max_abs_value) values")
+        if key.endswith("running_var") and t.numel() and float(t.min()) < 0:
+            raise CheckpointError(f"{path}: batch-norm variance {key[:80]!r} is negative")
+    elif key.endswith(".selected") and t.numel() and (int(t.min()) < 0 or int(t.max()) >= NUM_CODEWORDS):
+        raise CheckpointError(f"{path}: codeword indices {key[:80]!r} outside 0..{NUM_CODEWORDS - 1}")
 
 
 def _scalar(v: Any) -> bool:
