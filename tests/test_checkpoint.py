@@ -134,3 +134,93 @@ def test_unwrap_removes_wrappers():
 
     assert ckpt.unwrap(Compiled(model)) is model
     assert ckpt.unwrap(model) is model
+
+
+def _hostile_states() -> list[tuple[str, dict]]:
+    """(what, state) pairs: legal torch files whose fields are hostile, each in one way."""
+    base = _state(_tiny())
+    base.update(optimizer={"state": {}, "param_groups": []}, epoch=1, step=3, best_metric=50.0, config={}, data={},
+                rng=[ckpt.rng_state()])
+    cases = [(f"format_version={v!r}", {**base, "format_version": v}) for v in ("1", None, 1.0, True, -1, 0, [1])]
+    cases += [(f"model={v!r}", {**base, "model": v}) for v in ("x", None, [1], {"a": 1}, {1: torch.zeros(1)})]
+    cases += [(f"{k}={v!r}", {**base, k: v}) for k in ("config", "data", "model_args", "scheduler")
+              for v in ("x", [1], 3)]
+    cases += [(f"optimizer={v!r}", {**base, "optimizer": v}) for v in (None, "x", {"state": 1}, {"state": {}})]
+    cases += [(f"epoch={v!r}", {**base, "epoch": v}) for v in (-1, "2", 1.5, None)]
+    cases += [(f"best_metric={v!r}", {**base, "best_metric": v}) for v in ("x", None, float("nan"))]
+    cases += [(f"rng={v!r:.30}", {**base, "rng": v}) for v in (None, "x", [None], [{}], [{"python": 1}])]
+    bad_py = ckpt.rng_state()
+    bad_py["python"]["state"] = torch.zeros(3, dtype=torch.int64)
+    cases.append(("rng python state of 3", {**base, "rng": [bad_py]}))
+    nan = dict(base["model"])
+    nan["fc.weight"] = torch.full_like(nan["fc.weight"], float("nan"))
+    cases.append(("NaN weight", {**base, "model": nan}))
+    return cases
+
+
+def test_hostile_checkpoint_fields_give_one_checkpoint_error(tmp_path):
+    path = tmp_path / "h.pt"
+    for what, state in _hostile_states():
+        torch.save(state, path)
+        with pytest.raises(ckpt.CheckpointError) as info:
+            ckpt.load_model(path)
+        assert "\n" not in str(info.value), what
+    ckpt.save_checkpoint(_hostile_states()[0][1] | {"format_version": 1}, path)  # the base state itself loads
+    ckpt.load_model(path)
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"width": 64.0}, "parameter count"), ({"width": float("inf")}, "plain scalar"), ({"width": 1e308}, "width"),
+    ({"width": 0}, "width"), ({"width": -1}, "width"), ({"num_classes": 10**9}, "num_classes"),
+    ({"num_classes": -5}, "num_classes"), ({"in_channels": "3"}, "in_channels"), ({"tau": 12}, "tau"),
+    ({"seed": 2**70}, "plain scalar"), ({"width": [1]}, "plain scalar")])
+def test_model_args_are_checked_before_the_model_is_built(tmp_path, args, match):
+    state = _state(_tiny())
+    state["model_args"].update(args)
+    torch.save(state, tmp_path / "m.pt")
+    with pytest.raises(ckpt.CheckpointError, match=match):
+        ckpt.load_model(tmp_path / "m.pt")
+
+
+def test_limits_can_be_raised_on_purpose(tmp_path, monkeypatch):
+    from sparks.limits import Limits, described_params
+
+    model = _tiny()
+    count = described_params("vgg_small", dict(model.model_args))
+    assert count >= sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    ckpt.save_checkpoint(_state(model), tmp_path / "m.pt")
+    with pytest.raises(ckpt.CheckpointError, match="max_params"):
+        ckpt.load_model(tmp_path / "m.pt", limits=Limits(max_params=count - 1))
+    ckpt.load_model(tmp_path / "m.pt", limits=Limits(max_params=count))
+    monkeypatch.setenv("SPARKS_LIMITS", f"max_params={count - 1}")
+    with pytest.raises(ckpt.CheckpointError, match="max_params"):
+        ckpt.load_model(tmp_path / "m.pt")
+
+
+def test_zip_bombs_and_foreign_layouts_are_refused_before_loading(tmp_path):
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\0" * 10_000_000)
+    with pytest.raises(ckpt.CheckpointError, match="compressed"):
+        ckpt.load_checkpoint(path)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"format_version": 1, "model": {}}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(ckpt.CheckpointError, match="not a zip-format"):
+        ckpt.load_checkpoint(legacy)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("features.0.conv.quantizer.selected", 600, "codeword indices"),
+    ("features.0.conv.quantizer.selected", -1, "codeword indices"),
+    ("features.0.bn.running_var", -1.0, "variance"),
+    ("fc.weight", 3e38, "huge"),
+    ("fc.weight", float("inf"), "infinite")])
+def test_values_a_model_cannot_run_on_are_refused(tmp_path, key, value, match):
+    state = _state(_tiny("topn"))
+    state["model"][key] = state["model"][key].clone()
+    state["model"][key].view(-1)[0] = value
+    torch.save(state, tmp_path / "m.pt")
+    with pytest.raises(ckpt.CheckpointError, match=match):
+        ckpt.load_model(tmp_path / "m.pt")

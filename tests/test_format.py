@@ -50,7 +50,7 @@ def test_codeword_to_kernel_matches_codebook():
 
 
 def _tiny_file() -> tuple[dict, dict]:
-    meta = {"format_version": 1, "model_name": None, "model_args": {}, "tau": 9, "method": "float", "num_classes": 2,
+    meta = {"format_version": 2, "model_name": None, "model_args": {}, "tau": 9, "method": "float", "num_classes": 2,
             "input": {"channels": 1, "height": 2, "width": 2}, "real_dtype": "float32",
             "ops": [{"op": "flatten", "name": "f", "inputs": ["input"], "output": "f"},
                     {"op": "linear", "name": "fc", "inputs": ["f"], "output": "fc", "in_features": 4,
@@ -77,3 +77,40 @@ def test_read_errors(tmp_path):
     (tmp_path / "empty.sparks").write_bytes(b"")
     with pytest.raises(SparksFormatError, match="empty.sparks"):
         read_sparks(tmp_path / "empty.sparks")
+
+
+def test_unpack_bits_spans_chunks_and_is_uint16():
+    rng = np.random.default_rng(7)
+    for bits in (1, 5, 9):
+        count = (1 << 18) * 2 + 13  # three chunks, the last one partial
+        values = rng.integers(0, 1 << bits, count)
+        stream = ((values[:, None] >> np.arange(bits)) & 1).astype(np.uint8).ravel()  # one-shot reference
+        packed = pack_bits(values, bits)
+        assert np.array_equal(packed, np.packbits(stream, bitorder="little"))
+        got = unpack_bits(packed, count, bits)
+        assert got.dtype == np.uint16 and np.array_equal(got, values)
+
+
+def test_version_1_file_is_refused_with_the_fix(tmp_path):
+    import json
+    import struct
+
+    from safetensors.numpy import save
+
+    meta, tensors = _tiny_file()
+    meta_json = json.dumps({**meta, "format_version": 1})
+    (tmp_path / "old.sparks").write_bytes(save(tensors, metadata={"sparks": meta_json, "sparks_sha256": "0" * 64}))
+    with pytest.raises(SparksFormatError, match=r"format version 1 is not supported .* `sparks export"):
+        read_sparks(tmp_path / "old.sparks")
+    (tmp_path / "ckpt.pt").write_bytes(b"PK\x03\x04" + struct.pack("<Q", 1 << 40))
+    with pytest.raises(SparksFormatError, match="training checkpoint is exported with `sparks export"):
+        read_sparks(tmp_path / "ckpt.pt")
+
+
+def test_any_safetensors_reader_lists_the_blobs(tmp_path):
+    from safetensors.numpy import load
+
+    meta, tensors = _tiny_file()
+    write_sparks(tmp_path / "m.sparks", meta, tensors)
+    blobs = load((tmp_path / "m.sparks").read_bytes())
+    assert sorted(blobs) == ["F32", "layers"] and np.array_equal(blobs["F32"], tensors["fc.weight"].ravel())

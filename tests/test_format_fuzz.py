@@ -14,10 +14,9 @@ import struct
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save
 
 from sparks.deploy.export import export_tables
-from sparks.deploy.format import DIGEST_KEY, META_KEY, SparksFormatError, _digest, read_sparks_bytes, sparks_bytes
+from sparks.deploy.format import META_KEY, SparksFormatError, read_sparks_bytes, sparks_bytes
 from sparks.models import create
 
 
@@ -34,9 +33,7 @@ def original() -> tuple[bytes, dict, dict]:
 
 def crafted(meta: dict, tensors: dict) -> bytes:
     """A file with a valid digest but no validation on write (what an attacker can produce)."""
-    meta_json = json.dumps(meta)
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    return save(tensors, metadata={META_KEY: meta_json, DIGEST_KEY: _digest(meta_json, tensors)})
+    return sparks_bytes(meta, tensors, check=False)
 
 
 def check(data: bytes, meta: dict, tensors: dict) -> str:
@@ -106,7 +103,7 @@ def _mutations(meta: dict, tensors: dict) -> list[tuple[dict, dict]]:
         for value in (0, -1, 10**6, "3", None, 1.0, 2**40):
             with_meta(lambda m, k=key, v=value: m["input"].__setitem__(k, v))
     with_meta(lambda m: m["input"].update(channels=4096, height=16384, width=16384))
-    for version in (0, 2, 99, -1):
+    for version in (0, 1, 3, 99, -1):
         with_meta(lambda m, v=version: m.__setitem__("format_version", v))
     # every field of every op: wrong types, huge, negative, missing
     for i, op in enumerate(meta["ops"]):
@@ -130,7 +127,7 @@ def _mutations(meta: dict, tensors: dict) -> list[tuple[dict, dict]]:
         with_tensors(lambda t, n=name: t.pop(n))
         with_tensors(lambda t, n=name: t.__setitem__(n, t[n].astype(np.float64)))
         with_tensors(lambda t, n=name: t.__setitem__(n, np.concatenate([t[n].ravel(), t[n].ravel()[:1]])))
-        with_tensors(lambda t, n=name: t.__setitem__(n, t[n].reshape(1, -1)))
+        with_tensors(lambda t, n=name: t.__setitem__(n, t[n].ravel()[:-1]))  # (v2 stores no per-tensor shapes)
     with_tensors(lambda t: t.__setitem__("extra.weight", np.zeros(3, np.float32)))
     weight = next(n for n in names if n.endswith("fc.weight"))
     with_tensors(lambda t: t.__setitem__(weight, np.full_like(t[weight], np.nan)))
@@ -195,4 +192,4 @@ def test_crafted_headers(original):
 def test_unknown_version_names_the_fix(original):
     _, meta, tensors = original
     with pytest.raises(SparksFormatError, match="sparks export"):
-        read_sparks_bytes(crafted({**meta, "format_version": 2}, tensors))
+        read_sparks_bytes(crafted({**meta, "format_version": 3}, tensors))

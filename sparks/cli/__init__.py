@@ -1,7 +1,7 @@
 """The ``sparks`` command line: one module per subcommand, each a thin layer over library functions.
 
 Every subcommand module defines ``register(subparsers)`` that adds its parser and sets ``func`` (called with the
-parsed args, returning an exit code). Bad input raises :class:`UsageError` (or ``ValueError``/``FileNotFoundError``
+parsed args, returning an exit code). Bad input raises a :class:`SparksError` (or ``ValueError``/``FileNotFoundError``
 from the library): ``main`` prints it as one line on stderr and exits with code 2; argparse's own errors are one
 line too (:class:`sparks.cli.common.Parser`).
 """

@@ -22,13 +22,8 @@ from sparks import __version__
 from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU
 from sparks.core.codebook import KERNEL_SIZE, kernel_to_index
 from sparks.core.layers import SubBitConv2d
-from sparks.deploy.format import (
-    CODE_BITS,
-    FORMAT_VERSION,
-    index_bits,
-    pack_bits,
-    write_sparks,
-)
+from sparks.deploy.bits import CODE_BITS, FULL_CODEBOOK, index_bits, pack_bits
+from sparks.deploy.format import FORMAT_VERSION, write_sparks
 from sparks.errors import first_line
 
 _LEAVES = (SubBitConv2d, nn.Conv2d, nn.BatchNorm2d, LearnableBias, RPReLU, nn.PReLU, nn.ReLU, nn.AvgPool2d,
@@ -184,12 +179,16 @@ class _Builder:
             self.emit("sign", sign, src, f"{out}_sign", qual)
             self.conv(name, out, [f"{out}_sign"], qual, m, m.weight)
             return
-        codes = kernel_to_index(m.subcodebook().reshape(-1, KERNEL_SIZE, KERNEL_SIZE))
-        n = codes.numel()
+        codes = kernel_to_index(m.subcodebook().reshape(-1, KERNEL_SIZE, KERNEL_SIZE)).numpy()
+        indices = m.kernel_indices().numpy()
+        n = codes.size
         self.subbit.append(m)
-        tensors = {"codebook": pack_bits(codes.numpy(), CODE_BITS),
-                   "indices": pack_bits(m.kernel_indices().numpy(), index_bits(n)),
-                   "alpha": _np(m.alpha(), np.float32)}
+        tensors = {"alpha": _np(m.alpha(), np.float32)}
+        if n == FULL_CODEBOOK:  # every codeword: store each kernel's own codeword, the codebook is implicit
+            indices = codes[indices]
+        else:
+            tensors["codebook"] = pack_bits(codes, CODE_BITS)
+        tensors["indices"] = pack_bits(indices, index_bits(n))
         if m.bias is not None:
             tensors["bias"] = _np(m.bias, self.real)
         self.emit("subbit_conv2d", name, src, out, qual, tensors, in_channels=m.in_channels,

@@ -18,7 +18,10 @@ from torch import nn
 
 from sparks.core.activation import BinaryActivation, LearnableBias, RPReLU, binary_sign
 from sparks.core.layers import SubBitConv2d
-from sparks.deploy.format import SparksFormatError, codeword_to_kernel, decode_subbit
+from sparks.deploy.bits import codeword_to_kernel, decode_subbit
+from sparks.deploy.table import table_params
+from sparks.errors import SparksFormatError
+from sparks.limits import Limits, check_model_args, described_params
 
 
 class ExportedSubBitConv2d(SubBitConv2d):
@@ -33,6 +36,10 @@ class ExportedSubBitConv2d(SubBitConv2d):
     @property
     def method(self) -> str:
         return self.exported_method
+
+    def reset_selection(self) -> None:
+        """Keep the file's sub-codebook (``quantizer.selected``): nothing to derive from the latent weights (which
+        also spares the frequency count, several times the weight's memory, at construction)."""
 
     @torch.no_grad()
     def alpha(self) -> torch.Tensor:
@@ -56,10 +63,12 @@ def _subbit(op: dict[str, Any], tensors: dict[str, np.ndarray], method: str) -> 
     codes, idx = decode_subbit(op, tensors)
     layer = ExportedSubBitConv2d(op["in_channels"], op["out_channels"], op["stride"], tau, op["bias"], method)
     alpha = _t(tensors[f"{op['name']}.alpha"])
-    kernels = torch.from_numpy(codeword_to_kernel(codes[idx]))
     with torch.no_grad():
-        # latent = α·codeword: sign and nearest codeword give back exactly codes[idx]
-        layer.weight.copy_(alpha.clamp_min(1e-12).view(-1, 1, 1, 1) * kernels)
+        # latent = α·codeword: sign and nearest codeword give back exactly codes[idx]; filled row by row so the
+        # only full-size tensor is the layer's own weight
+        for o in range(op["out_channels"]):
+            layer.weight[o].copy_(torch.from_numpy(codeword_to_kernel(codes[idx[o]])))
+        layer.weight.mul_(alpha.clamp_min(1e-12).view(-1, 1, 1, 1))
         layer.quantizer.selected.copy_(torch.from_numpy(codes))
         layer.exported_alpha.copy_(alpha)
         if op["bias"]:
@@ -145,12 +154,19 @@ class GraphModel(nn.Module):
         return values[self.ops[-1][2]]
 
 
-def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.Module:
-    """The PyTorch module of a validated file's (metadata, tensors), in eval mode."""
+def torch_model(metadata: dict[str, Any], tensors: dict[str, np.ndarray], limits: Limits | None = None) -> nn.Module:
+    """The PyTorch module of a validated file's (metadata, tensors), in eval mode. A registered architecture's
+    ``model_args`` are checked against ``limits`` before the model is built (SparksFormatError)."""
     from sparks.models import list_models
 
     name = metadata["model_name"]
-    model = _registered(metadata, tensors) if name is not None and name in list_models() else None
+    registered = name is not None and name in list_models()
+    if registered:
+        check_model_args(name, metadata["model_args"], SparksFormatError, limits)
+        # model_args describing a much larger model than the table cannot be this file's graph: skip building it
+        described = described_params(name, metadata["model_args"], selection=False)
+        registered = described <= 4 * table_params(metadata, limits) + (1 << 20)
+    model = _registered(metadata, tensors) if registered else None
     if model is None:  # not a registered architecture, or one modified after create(): run the op list itself
         model = GraphModel(metadata["ops"])
         for op, (_, _, _, key) in zip(metadata["ops"], model.ops, strict=True):
@@ -171,7 +187,7 @@ def _registered(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.
 
     try:
         model = create(metadata["model_name"], **metadata["model_args"]).eval()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):  # arguments this builder does not take
         return None
     for op in metadata["ops"]:
         try:

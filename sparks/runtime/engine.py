@@ -128,11 +128,12 @@ class PackedModel:
             the conv kernel; False runs every op on its own (same results, for testing).
         threads: threads for a call: ``"auto"`` (the CPUs this process may use: affinity and cgroup quota, at most
             ``numba.get_num_threads()``) or a fixed count; kernels too small to gain from threads run serially.
+        limits: the :class:`sparks.limits.Limits` the file was read with (defaults otherwise).
     """
 
     def __init__(self, metadata: dict[str, Any], tensors: dict[str, np.ndarray], fuse_bn: bool = True,
-                 threads: int | str = "auto") -> None:
-        validate(metadata, tensors)
+                 threads: int | str = "auto", limits: Any = None) -> None:
+        validate(metadata, tensors, limits)
         select_threading_layer()
         self.metadata = metadata
         self.num_classes = metadata["num_classes"]

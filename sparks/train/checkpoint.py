@@ -8,6 +8,10 @@ arbitrary objects), so everything in it is a tensor or a plain type::
     and from a training run also metrics (every row so far), best_key, best_epoch (see sparks/train/rundir.py)
 
 :func:`load_model` rebuilds the model with ``sparks.models.create(model_name, **model_args)`` for eval/export.
+Loading validates before it allocates (:mod:`sparks.train.checkpoint_check`): the file's size and zip layout (stored
+entries only, so no decompression bomb), then every known field's type, then ``model_args`` against
+:class:`sparks.limits.Limits` (on the meta device) before the model is built; any problem is one
+:class:`~sparks.errors.CheckpointError` line.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import torch
 from torch import nn
 
 from sparks.atomic import atomic_path
-from sparks.errors import UsageError, first_line
+from sparks.errors import CheckpointError, UsageError, first_line
+from sparks.limits import Limits, check_model_args, resolve
+from sparks.train.checkpoint_check import FORMAT_VERSION, check_fields, check_rng, check_zip
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "CheckpointError", "load_checkpoint", "load_init_weights", "load_model",
+           "model_from_checkpoint", "rng_state", "save_checkpoint", "set_rng_state", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -53,7 +60,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+    """Restore what :func:`rng_state` returned (CheckpointError if it is malformed)."""
+    check_rng(state)
+    try:
+        _restore_rng(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, AttributeError) as err:
+        raise CheckpointError(f"checkpoint RNG state is malformed ({first_line(err)[:120]})") from None
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
@@ -70,13 +85,22 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a sparks checkpoint safely; ``UsageError("... is not a sparks checkpoint: ...")`` if it is not one."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    limits: Limits | None = None) -> dict[str, Any]:
+    """Read a sparks checkpoint safely; ``CheckpointError("... is not a sparks checkpoint: ...")`` if it is not one.
+
+    Checks, in order and before the next step allocates: file size ≤ ``limits.max_file_bytes``; a zip of stored
+    (uncompressed) entries whose sizes fit the file (what ``torch.save`` writes); ``torch.load(weights_only=True)``;
+    the type of every known field (``format_version`` an int, ``model`` a dict of tensors, ``optimizer``, ``rng``,
+    ``config``, ...); finite floating-point weights.
+    """
     path = Path(path)
+    lim = resolve(limits)
     if not path.exists():
-        raise UsageError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        raise UsageError(f"checkpoint {path} is a directory, not a file")
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    check_zip(path, lim)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
@@ -84,35 +108,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if "Weights only load failed" in reason:
             # torch's own text goes on to suggest weights_only=False, which would run code from the file.
             reason = "not a torch checkpoint, or it holds objects other than tensors and plain types"
-        raise UsageError(f"{path} is not a sparks checkpoint: {reason}") from None
-    if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
-        raise UsageError(f"{path} is not a sparks checkpoint: no format_version/model entries")
-    if state["format_version"] > FORMAT_VERSION:
-        raise UsageError(f"{path} has checkpoint format {state['format_version']}, newer than this sparks "
-                         f"({FORMAT_VERSION}); upgrade sparks")
+        raise CheckpointError(f"{path} is not a sparks checkpoint: {reason[:200]}") from None
+    check_fields(state, path, lim)
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
-    """Rebuild the checkpoint's model and load its weights (train mode, on CPU)."""
+def model_from_checkpoint(state: dict[str, Any], source: str | Path = "checkpoint",
+                          limits: Limits | None = None) -> nn.Module:
+    """Rebuild the checkpoint's model and load its weights (train mode, on CPU); ``model_args`` are checked against
+    ``limits`` first (CheckpointError)."""
     from sparks.models import create
 
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{source} is not a sparks checkpoint: no model weights")
+    name, args = state.get("model_name"), state.get("model_args", {})
     try:
-        model = create(state["model_name"], **state.get("model_args", {}))
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"{source} is not a sparks checkpoint: cannot rebuild its model ({err})") from None
+        check_model_args(name, args, CheckpointError, limits)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: cannot rebuild its model: {err}") from None
+    try:
+        model = create(name, **args)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"{source} is not a sparks checkpoint: cannot rebuild its model "
+                              f"({first_line(err)[:160]})") from None
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise UsageError(f"{source} is not a sparks checkpoint: its weights do not fit "
-                         f"{state['model_name']} ({first_line(err)})") from None
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{source} is not a sparks checkpoint: its weights do not fit "
+                              f"{name} ({first_line(err)[:160]})") from None
     return model
 
 
-def load_model(checkpoint_path: str | Path) -> nn.Module:
+def load_model(checkpoint_path: str | Path, limits: Limits | None = None) -> nn.Module:
     """The model stored in a sparks checkpoint, rebuilt and in eval mode (for eval, export and analysis)."""
-    state = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(state, checkpoint_path)
+    state = load_checkpoint(checkpoint_path, limits=limits)
+    model = model_from_checkpoint(state, checkpoint_path, limits)
     model.checkpoint_data = state.get("data", {})
     return model.eval()
 

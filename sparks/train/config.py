@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sparks.errors import UsageError, first_line
+from sparks.limits import check_size, resolve
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -278,10 +279,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
+    check_size(f"config file {path}: size", path.stat().st_size, resolve().max_config_bytes, "max_config_bytes",
+               UsageError)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UsageError(f"config file {path} is not valid YAML: {first_line(err)}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
+        raise UsageError(f"config file {path} is not valid YAML: {first_line(err)[:200]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must be a mapping of option names to values")
     out = {}

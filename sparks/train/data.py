@@ -9,7 +9,7 @@ loading costs a few milliseconds per batch and the 2-core machine stays busy wit
 from __future__ import annotations
 
 import copy
-import gzip
+import math
 import os
 import pickle
 import zlib
@@ -31,6 +31,7 @@ from torch.utils.data import (
 )
 
 from sparks.errors import UsageError
+from sparks.limits import Limits, check_size, resolve
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "cifar10", "imagefolder")
 DEFAULT_ROOTS: dict[str, str] = {
@@ -179,21 +180,23 @@ class TensorImages(Dataset):
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte labels (1-D) and images (3-D)
 
 
-def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (optionally gzipped) with ``ndim`` dimensions; ``UsageError`` if corrupt."""
-    path = Path(path)
+def read_idx(path: str | os.PathLike, ndim: int, limits: Limits | None = None) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (optionally gzipped) with ``ndim`` dimensions; ``UsageError`` if corrupt.
+    The file and its gunzipped size are bounded by ``limits.max_data_bytes`` (no gzip bomb)."""
+    path, cap = Path(path), resolve(limits).max_data_bytes
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        check_size(f"{path}: file size", path.stat().st_size, cap, "max_data_bytes", UsageError)
+        raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            raw = zlib.decompressobj(wbits=31).decompress(raw, cap + 1)
+            check_size(f"{path}: decompressed size", len(raw), cap, "max_data_bytes", UsageError)
     except (OSError, EOFError, zlib.error) as err:
         raise UsageError(f"cannot read {path}: {err}") from None
     header = 4 + 4 * ndim
     if len(raw) < header or int.from_bytes(raw[:4], "big") != _IDX_MAGIC[ndim]:
         raise UsageError(f"{path} is not an IDX file of {ndim}-D unsigned bytes (bad magic number)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(shape)):
+    if len(raw) != header + math.prod(shape):
         raise UsageError(f"{path} is truncated or corrupt: header says {shape}, {len(raw) - header} data bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -262,6 +265,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 def read_cifar_pickle(path: str | os.PathLike) -> dict[str, object]:
     """Load one CIFAR-10 batch file with :class:`RestrictedUnpickler`; keys decoded to str; ``UsageError`` if bad."""
     try:
+        check_size(f"{path}: file size", Path(path).stat().st_size, resolve().max_data_bytes, "max_data_bytes",
+                   UsageError)
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f, encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - any failure of the restricted unpickler means a bad file
