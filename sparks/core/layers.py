@@ -144,9 +144,11 @@ def set_temperature(model: nn.Module, temperature: float) -> None:
 
 
 def selection_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the learned selections (Sparks scores, SNN codeword proxies) of every sub-bit layer.
+    """Parameters of the learned selections that train at their own learning rate (the Sparks scores).
 
     They live on a different scale from the network weights: the training loop gives them their own learning rate
-    and no weight decay.
+    and no weight decay. Methods with ``own_learning_rate = False`` (SNN's codeword proxies, which SNN trains at the
+    model learning rate) are not included.
     """
-    return [p for _, layer in subbit_layers(model) for p in layer.quantizer.parameters()]
+    return [p for _, layer in subbit_layers(model) if layer.quantizer.own_learning_rate
+            for p in layer.quantizer.parameters()]

@@ -7,7 +7,8 @@ reach V (summed over the kernels assigned to each codeword).
 
 Registered methods (``get_method(name)``): ``float`` (no weight binarization: step 1 of the recipe), ``sign`` (plain
 1-bit BNN), ``sparks`` (learned selection, :mod:`sparks.selection`), ``snn`` (SNN's learned codewords), ``topn``
-(the n most frequent codewords at conversion) and ``random`` (n distinct random codewords, seeded).
+(the n most frequent codewords at conversion), ``kmedoids`` (the n codewords minimising the reconstruction error of
+the latent weights at conversion, :mod:`sparks.core.kmedoids`) and ``random`` (n distinct random codewords, seeded).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sparks.core.codebook import (
     kernel_to_index,
     nearest_codeword,
 )
+from sparks.core.kmedoids import kmedoids_selection
 from sparks.core.selection import GumbelSinkhornSelector, tangent_gradient
 
 METHODS: dict[str, type[WeightMethod]] = {}
@@ -99,6 +101,9 @@ class WeightMethod(nn.Module):
 
     name = "base"
     binary = True  # False only for "float"
+    # True: the method's parameters are selection scores on their own scale, trained at the loop's selection learning
+    # rate (``sparks.selection_parameters``). False: they train with the network weights at the model learning rate.
+    own_learning_rate = False
 
     def __init__(self, tau: int, **_: object) -> None:
         super().__init__()
@@ -184,6 +189,19 @@ class TopNSelection(_FixedSelection):
         self.selected.copy_(frequency_order(weight)[: self.n].to(self.selected.device))
 
 
+@register_method("kmedoids")
+class KMedoidsSelection(_FixedSelection):
+    """Fixed: the n codewords that locally minimise Σ_k min_v ‖w_k − α_o·v‖² of the latent weights at initialisation.
+
+    Training-free: best-swap local search from the top-n selection until no single swap lowers the error
+    (:func:`~sparks.core.kmedoids.kmedoids_selection`). The bar a learned selection has to clear.
+    """
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        order = frequency_order(weight)[: self.n]
+        self.selected.copy_(kmedoids_selection(weight, self.n, init=order).to(self.selected.device))
+
+
 @register_method("random")
 class RandomSelection(_FixedSelection):
     """Fixed: n distinct codewords drawn uniformly at random (seeded per layer by ``seed``)."""
@@ -207,6 +225,8 @@ class SparksSelection(WeightMethod):
         tangent: drop the radial component of the codeword gradients (:func:`~sparks.selection.tangent_gradient`).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
+
+    own_learning_rate = True
 
     def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
                  noise: float = 0.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
@@ -234,62 +254,81 @@ class SparksSelection(WeightMethod):
 
 @register_method("snn")
 class SNNCodewords(WeightMethod):
-    """SNN baseline (Wang et al., ICCV 2021): learnable real codeword proxies, binarized by sign.
+    """SNN baseline as yikaiw/SNN's step-2 code does it (``Binarize`` in step2/modules/binarize.py).
 
-    Forward: V = sign(C) (keeping the previous sign where |C| < ``memory_eps``), with an identity straight-through
-    gradient, so C receives the summed gradient of the kernels assigned to each codeword. Every ``refine_every``
-    training steps duplicate codewords (after sign) are replaced by random unused ones and C is clamped to
-    [-``clamp``, ``clamp``]. Starts from n random distinct codewords, as SNN's code does.
+    * Real codeword proxies C (n × 9), started at n distinct codewords drawn at random, a different draw per layer
+      (SNN samples from Python's global RNG per layer; here each layer draws its own seed from torch's global RNG,
+      which the training loop seeds with ``--seed``, so runs stay reproducible).
+    * Forward V = sign(C), keeping the previous sign where |C| < ``memory_eps`` (binary memory), written
+      ``sign + (C − stopgrad C)`` only on update steps, so the forward is exactly ±1.
+    * Update steps: every ``refine_every``-th training forward, C receives the summed gradient of the kernels assigned
+      to each codeword (identity straight-through); on the other steps it receives an all-zero gradient, which is
+      what PyTorch 1.4's in-place ``zero_grad`` gave SNN's Adam (its moments keep moving C in between).
+    * After each update step's forward, duplicate rows (after sign) are dropped, the survivors kept in order and
+      random unused codewords appended; then C is clamped to [−``clamp``, ``clamp``].
+    * C trains at the model learning rate, like the network weights (``own_learning_rate = False``).
     """
 
     def __init__(self, tau: int, seed: int = 0, refine_every: int = 25, memory_eps: float = 1e-3,
                  clamp: float = 3.0, **kwargs: object) -> None:
         super().__init__(tau, **kwargs)
-        self.seed = seed
         self.refine_every = refine_every
         self.memory_eps = memory_eps
         self.clamp = clamp
         self.proxies = nn.Parameter(torch.zeros(self.n, CODE_LENGTH))
         self.register_buffer("memory", torch.ones(self.n, CODE_LENGTH))
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        # Per-layer seed: the run's global RNG stream (distinct per layer) mixed with ``seed``.
+        layer_seed = int(torch.randint(0, 2**31 - 1, ())) + 1_000_003 * int(seed)
+        self.register_buffer("layer_seed", torch.tensor(layer_seed, dtype=torch.int64))
+
+    def _generator(self, offset: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.layer_seed) + offset)
 
     def initialize(self, weight: torch.Tensor) -> None:
-        generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(NUM_CODEWORDS, generator=generator)[: self.n]
+        chosen = torch.randperm(NUM_CODEWORDS, generator=self._generator(0))[: self.n]
         with torch.no_grad():
             self.proxies.copy_(full_codebook()[chosen].to(self.proxies.device))
             self.memory.copy_(self.proxies)
+            self.steps.zero_()
 
-    def _binarize(self) -> torch.Tensor:
-        with torch.no_grad():
-            sign = torch.where(self.proxies >= 0, 1.0, -1.0)
-            sign = torch.where(self.proxies.abs() < self.memory_eps, self.memory, sign)
-            self.memory.copy_(sign)
-        return sign + self.proxies - self.proxies.detach()
+    @torch.no_grad()
+    def _update_memory(self) -> None:
+        """memory = sign(C) where |C| ≥ ``memory_eps``; written only on change, so eval caches stay valid."""
+        sign = torch.where(self.proxies >= 0, 1.0, -1.0)
+        new = torch.where(self.proxies.abs() < self.memory_eps, self.memory, sign)
+        if not torch.equal(new, self.memory):
+            self.memory.copy_(new)
 
     @torch.no_grad()
     def refine(self) -> None:
-        """Replace duplicate codewords (after sign) by random unused ones; clamp the proxies."""
-        indices = kernel_to_index(self.memory.reshape(self.n, 3, 3)).tolist()
+        """Drop duplicate codewords (after sign), append random unused ones, clamp the proxies (SNN's
+        ``check_conpensate_patterns``)."""
+        indices = kernel_to_index(self.proxies.reshape(self.n, 3, 3)).tolist()
         seen: set[int] = set()
-        duplicates = []
+        keep = []
         for row, index in enumerate(indices):
-            if index in seen:
-                duplicates.append(row)
+            if index not in seen:
+                keep.append(row)
             seen.add(index)
-        if duplicates:
-            generator = torch.Generator().manual_seed(self.seed + int(self.steps))
-            unused = [i for i in torch.randperm(NUM_CODEWORDS, generator=generator).tolist() if i not in seen]
+        if len(keep) < self.n:
+            draw = torch.randperm(NUM_CODEWORDS, generator=self._generator(int(self.steps))).tolist()
+            unused = [i for i in draw if i not in seen][: self.n - len(keep)]
             book = full_codebook().to(self.proxies.device)
-            for row, index in zip(duplicates, unused, strict=False):
-                self.proxies[row] = book[index]
-                self.memory[row] = book[index]
+            self.proxies.data = torch.cat([self.proxies.data[keep], book[unused]])
         self.proxies.clamp_(-self.clamp, self.clamp)
 
     def codewords(self) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled():
-            self.steps += 1
-            if int(self.steps) % self.refine_every == 0:
-                self.refine()
-            return self._binarize()
-        return self.memory
+        if not (self.training and torch.is_grad_enabled()):
+            self._update_memory()  # SNN's forward refreshes the memory from C (eval included)
+            return self.memory
+        self._update_memory()
+        self.steps += 1
+        straight_through = self.proxies - self.proxies.detach()
+        if int(self.steps) % self.refine_every:
+            if int(self.steps) < self.refine_every:
+                return self.memory
+            return self.memory + 0.0 * straight_through  # exactly ±1; an all-zero gradient, see the class doc
+        codewords = self.memory + straight_through
+        self.refine()  # after the graph is built, as SNN does: this step's gradient lands on the refined rows
+        return codewords
