@@ -110,3 +110,45 @@ def kmedoids_selection(weight: torch.Tensor, n: int, init: torch.Tensor | None =
         start = torch.tensor([position[int(c)] for c in init[:n].tolist()], dtype=torch.int64)
     selected, _ = best_swap_search(scores, start.to(weight.device), max_swaps=max_swaps)
     return pool[selected]
+
+
+def accept_swaps(kernels: torch.Tensor, current: torch.Tensor, proposed: torch.Tensor) -> torch.Tensor:
+    """The best of a proposed selection, judged by its exact effect on F for scaled kernels s (Tensor[K, 9]).
+
+    The proposal removes codewords R = current \\ proposed and adds A = proposed \\ current. Two outcomes are
+    evaluated exactly: the whole proposal (each removed row takes an added codeword), and greedy single swaps
+    R → A kept only while each raises F. The better one is returned if it beats ``current``, else ``current``.
+    Rows keep their order: a row either keeps its codeword or takes one from A. Costs K × (n + |A|) products.
+    """
+    current_list = current.tolist()
+    proposed_set, current_set = set(proposed.tolist()), set(current_list)
+    removed = [row for row, code in enumerate(current_list) if code not in proposed_set]
+    added = [code for code in proposed.tolist() if code not in current_set]
+    if not removed or current.numel() < 2:
+        return current
+    columns = torch.tensor(current_list + added, dtype=torch.int64, device=kernels.device)
+    scores = kernels @ full_codebook(dtype=kernels.dtype, device=kernels.device)[columns].t()
+    n = current.numel()
+    start = torch.arange(n, device=kernels.device)
+    joint = start.clone()
+    joint[removed] = torch.arange(n, n + len(added), device=kernels.device)
+    greedy = start.clone()
+    rows, cands = list(removed), list(range(n, n + len(added)))
+    while rows:
+        gains = swap_gains(scores, greedy)[rows][:, cands]
+        i, j = divmod(int(gains.argmax()), len(cands))
+        if not gains[i, j] > 0:
+            break
+        greedy[rows.pop(i)] = cands.pop(j)
+    best = max((joint, greedy), key=lambda sel: float(coverage_value(scores, sel)))
+    if float(coverage_value(scores, best)) > float(coverage_value(scores, start)):
+        return columns[best].to(current.device)
+    return current
+
+
+def align_rows(current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``target``'s codewords in ``current``'s row order: shared codewords keep their rows, the others fill the rest."""
+    target_set, current_set = set(target.tolist()), set(current.tolist())
+    incoming = iter([code for code in target.tolist() if code not in current_set])
+    out = [code if code in target_set else next(incoming) for code in current.tolist()]
+    return torch.tensor(out, dtype=current.dtype, device=current.device)

@@ -83,6 +83,7 @@ class SubBitConv2d(nn.Conv2d):
 
     def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ±1 kernels and α, cached between eval forwards: the nearest-codeword search runs once per weight."""
+        self.quantizer.sync(self.weight.detach())  # a learned selection re-reads scores changed by the last step
         key = self._state_key()
         cache = getattr(self, "_inference_cache", None)
         if cache is None or cache[0] != key:
@@ -99,6 +100,7 @@ class SubBitConv2d(nn.Conv2d):
     def subcodebook(self) -> torch.Tensor:
         """The layer's n codewords, Tensor[n, 3, 3] of ±1 (distinct rows)."""
         self._require_binary()
+        self.quantizer.sync(self.weight.detach())
         return self.quantizer.codewords().detach().reshape(-1, KERNEL_SIZE, KERNEL_SIZE).clone()
 
     @torch.no_grad()

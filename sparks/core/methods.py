@@ -26,7 +26,14 @@ from sparks.core.codebook import (
     kernel_to_index,
     nearest_codeword,
 )
-from sparks.core.kmedoids import kmedoids_selection
+from sparks.core.kmedoids import (
+    accept_swaps,
+    align_rows,
+    best_swap_search,
+    coverage_value,
+    kmedoids_selection,
+    scaled_kernels,
+)
 from sparks.core.selection import GumbelSinkhornSelector, tangent_gradient
 
 METHODS: dict[str, type[WeightMethod]] = {}
@@ -112,6 +119,9 @@ class WeightMethod(nn.Module):
 
     def initialize(self, weight: torch.Tensor) -> None:
         """(Re)start the selection from the current latent weights; fixed or learned methods override it."""
+
+    def sync(self, weight: torch.Tensor) -> None:
+        """Bring the selection up to date with the parameters before an evaluation (learned methods override it)."""
 
     def codewords(self) -> torch.Tensor:
         """The sub-codebook, Tensor[n, 9] of ±1 values (distinct rows)."""
@@ -217,39 +227,125 @@ class RandomSelection(_FixedSelection):
 
 @register_method("sparks")
 class SparksSelection(WeightMethod):
-    """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method).
+    """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method), with exact acceptance of switches.
+
+    The scores learn from the PSTE gradient (Gumbel noise on the soft path) and propose a selection every training
+    step. With ``exact=True`` a proposed switch is taken only if it lowers the layer's reconstruction error
+    E = Σ_k h_k min_v ‖w_k − α_o·v‖² of the current latent weights (its exact effect, not the first-order estimate).
+    Every ``reselect_every`` steps a best-swap search (:mod:`sparks.core.kmedoids`) re-selects from the current
+    latent weights, and the better of its result and a tracked reference (the kmedoids selection at initialisation,
+    improved by best swaps at each re-selection) is kept. h_k = 1, or with ``weighting="grad"`` a running mean of
+    kernel k's squared loss gradient (a diagonal Fisher proxy), so the error that counts is the one the task feels.
+    A taken switch swaps the two scores of its row, a vetoed one drops the proposed score κ below the current one:
+    the scores learn from the exact evaluation too. docs/method.md lists each departure from the paper.
 
     Args:
-        init: ``"frequency"`` (most frequent codewords of the latent weights first) or ``"random"``.
+        init: ``"frequency"`` (most frequent codewords first), ``"kmedoids"`` (the reconstruction-optimal start)
+            or ``"random"``.
         seed: seed of the random initialisation.
         tangent: drop the radial component of the codeword gradients (:func:`~sparks.selection.tangent_gradient`).
+        exact: accept switches by their exact effect (False: the plain PSTE read-off of the paper).
+        reselect_every: training steps between best-swap re-selections (0: never).
+        weighting: ``"none"`` or ``"grad"`` (per-kernel weights h from the loss gradient).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
 
     own_learning_rate = True
 
     def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
-                 noise: float = 0.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
+                 noise: float = 1.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
+                 exact: bool = True, reselect_every: int = 100, weighting: str = "none",
                  **kwargs: object) -> None:
         super().__init__(tau, **kwargs)
-        if init not in ("frequency", "random"):
-            raise ValueError(f"unknown sparks init {init!r}; expected 'frequency' or 'random'")
-        self.init = init
-        self.seed = seed
-        self.tangent = tangent
+        if init not in ("kmedoids", "frequency", "random"):
+            raise ValueError(f"unknown sparks init {init!r}; expected 'kmedoids', 'frequency' or 'random'")
+        if weighting not in ("none", "grad"):
+            raise ValueError(f"unknown sparks weighting {weighting!r}; expected 'none' or 'grad'")
+        self.init, self.seed, self.tangent, self.exact = init, seed, tangent, exact
+        self.reselect_every, self.weighting = reselect_every, weighting
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
                                                init_margin=init_margin, switch_margin=switch_margin)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("reference", torch.arange(self.n, dtype=torch.int64))  # the tracked best-swap optimum
+        self.register_buffer("grad_energy", torch.zeros(0), persistent=False)
 
     def initialize(self, weight: torch.Tensor) -> None:
         if self.init == "random":
             order = torch.randperm(NUM_CODEWORDS, generator=torch.Generator().manual_seed(self.seed))
         else:
             order = frequency_order(weight)
+        reference = kmedoids_selection(weight, self.n, init=order[: self.n]) if self.exact else order[: self.n]
+        if self.init == "kmedoids":
+            order = reference
         self.selector.initialize(order)
+        self.reference = reference.to(self.selector.selected.device)
+        self.grad_energy = weight.new_zeros(0)
 
     def codewords(self) -> torch.Tensor:
         codewords = self.selector()
         return tangent_gradient(codewords) if self.tangent and codewords.requires_grad else codewords
+
+    def _kernels(self, weight: torch.Tensor) -> torch.Tensor:
+        energy = self.grad_energy if self.weighting == "grad" and self.grad_energy.numel() else None
+        return scaled_kernels(weight, None if energy is None else energy / energy.mean().clamp_min(1e-30))
+
+    def _realign(self, old: torch.Tensor, new: torch.Tensor, rejected: torch.Tensor | None = None) -> None:
+        """Scores follow the selection: a row that switched swaps its two scores; a vetoed proposal drops by κ."""
+        scores = self.selector.scores.data
+        for row in (old != new).nonzero().flatten().tolist():
+            a, c = int(old[row]), int(new[row])
+            scores[row, a], scores[row, c] = scores[row, c].clone(), scores[row, a].clone()
+        if rejected is not None:
+            for row in ((rejected != new) & (old == new)).nonzero().flatten().tolist():
+                cur, c = int(new[row]), int(rejected[row])
+                scores[row, c] = torch.minimum(scores[row, c], scores[row, cur] - self.selector.switch_margin)
+
+    def _accept(self, weight: torch.Tensor):
+        def accept(current: torch.Tensor, proposed: torch.Tensor) -> torch.Tensor:
+            chosen = accept_swaps(self._kernels(weight), current, proposed)
+            self._realign(current, chosen, proposed)
+            return chosen
+        return accept if self.exact else None
+
+    @torch.no_grad()
+    def _reselect(self, weight: torch.Tensor) -> None:
+        """Best-swap search from the current selection and from the tracked reference; keep the better one."""
+        scores = self._kernels(weight) @ self.selector.codebook_t()
+        old = self.selector.selected.clone()
+        new, _ = best_swap_search(scores, old)
+        reference, _ = best_swap_search(scores, self.reference)
+        self.reference.copy_(reference)
+        if coverage_value(scores, reference) > coverage_value(scores, new):
+            new = align_rows(new, reference)
+        self._realign(old, new)
+        self.selector.selected.copy_(new)
+
+    @torch.no_grad()
+    def sync(self, weight: torch.Tensor) -> None:
+        self.selector.sync(self._accept(weight))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        training = self.training and torch.is_grad_enabled() and self.selector.scores.requires_grad
+        if training:
+            self.steps += 1
+            if self.exact and self.reselect_every and int(self.steps) % self.reselect_every == 0:
+                self._reselect(weight)
+            v = self.selector(self._accept(weight))
+            v = tangent_gradient(v) if self.tangent else v
+        else:
+            v = self.codewords()
+        out = gather_codewords(v, self.kernel_indices(weight, v).flatten()).reshape(weight.shape) + ste_clip(weight)
+        if training and self.weighting == "grad":
+            out.register_hook(self._record_grad)
+        return out
+
+    @torch.no_grad()
+    def _record_grad(self, grad: torch.Tensor) -> None:
+        energy = grad.square().sum(dim=(2, 3))
+        if self.grad_energy.shape != energy.shape:
+            self.grad_energy = energy.clone()
+        else:
+            self.grad_energy.mul_(0.99).add_(energy, alpha=0.01)
 
 
 @register_method("snn")
