@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("source", help="a sparks checkpoint (.pt) or a kernels .npz (sparks.core.probe.save_kernels)")
     parser.add_argument("--taus", type=int, nargs="+", default=[3, 4, 5, 6])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed (to run seeds as separate passes)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--layers", nargs="*", help="only these layer names")
     parser.add_argument("--method-args", nargs="*", default=[], help="KEY=VALUE options of the sparks method")
@@ -53,7 +54,7 @@ def main() -> None:
     rows = []
     for name, weight in kernels.items():
         for tau in args.taus:
-            for seed in range(args.seeds):
+            for seed in range(args.seed_start, args.seed_start + args.seeds):
                 start = time.perf_counter()
                 r = probe_layer(weight, tau, seed=seed, steps=args.steps, **options)
                 rows.append({"layer": name, "tau": tau, "seed": seed, "topn": r.topn, "kmedoids": r.kmedoids,

@@ -31,6 +31,18 @@ def scaled_kernels(weight: torch.Tensor, kernel_weights: torch.Tensor | None = N
     return s
 
 
+def sample_rows(kernels: torch.Tensor, max_rows: int | None, seed: int = 0) -> torch.Tensor:
+    """At most ``max_rows`` rows of ``kernels``, drawn without replacement with a seeded generator (all if fewer).
+
+    Large layers (a full-width ResNet-18 has up to 262,144 kernels per layer) are searched on a sample, so a swap
+    costs max_rows × 512 products; the layers of the width-0.25 CIFAR model (≤ 16,384 kernels) are searched exactly.
+    """
+    if max_rows is None or kernels.shape[0] <= max_rows:
+        return kernels
+    rows = torch.randperm(kernels.shape[0], generator=torch.Generator().manual_seed(seed))[:max_rows]
+    return kernels[rows.to(kernels.device)]
+
+
 def coverage_value(scores: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """F(S) = Σ_k max_{j∈S} scores[k, j] for a kernels × candidates inner-product matrix (a 0-d tensor)."""
     return scores[:, selected].max(dim=1).values.sum()
@@ -83,7 +95,7 @@ def best_swap_search(scores: torch.Tensor, selected: torch.Tensor, max_swaps: in
 
 def kmedoids_selection(weight: torch.Tensor, n: int, init: torch.Tensor | None = None,
                        kernel_weights: torch.Tensor | None = None, candidates: torch.Tensor | None = None,
-                       max_swaps: int = 10_000) -> torch.Tensor:
+                       max_swaps: int = 10_000, max_kernels: int | None = 65_536) -> torch.Tensor:
     """The n codewords (indices into the full codebook) that locally minimise Σ_k h_k min_v ‖w_k − α_o·v‖².
 
     Args:
@@ -93,6 +105,7 @@ def kmedoids_selection(weight: torch.Tensor, n: int, init: torch.Tensor | None =
         kernel_weights: optional h, Tensor[C_out, C_in] of non-negative per-kernel weights.
         candidates: optional subset of codeword indices to choose from (default all 512).
         max_swaps: stop after this many swaps (the search normally stops earlier, at a local optimum).
+        max_kernels: search on a seeded random sample of this many kernels if the layer has more (None: all).
 
     Returns:
         int64 Tensor[n] of codeword indices: no single swap with an unselected candidate lowers the error.
@@ -101,7 +114,7 @@ def kmedoids_selection(weight: torch.Tensor, n: int, init: torch.Tensor | None =
     pool = torch.arange(book.shape[0], device=weight.device) if candidates is None else candidates.to(weight.device)
     if not 1 <= n <= pool.numel():
         raise ValueError(f"n must be in 1..{pool.numel()}, got {n}")
-    scores = scaled_kernels(weight, kernel_weights) @ book[pool].t()
+    scores = sample_rows(scaled_kernels(weight, kernel_weights), max_kernels) @ book[pool].t()
     if init is None:
         counts = torch.bincount(kernel_to_index(weight.detach()).flatten(), minlength=book.shape[0])[pool]
         start = torch.sort(-counts, stable=True).indices[:n]

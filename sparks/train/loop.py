@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from sparks.core.diagnostics import selection_diagnostics, summarize
 from sparks.core.layers import set_temperature
 from sparks.core.selection import TemperatureSchedule
 from sparks.errors import UsageError
@@ -221,7 +222,19 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    selection = bool(rows) and "sel_coverage" in rows[0]
+    fig, axes = plt.subplots(1, 3 if selection else 2, figsize=(15 if selection else 10, 4))
+    ax_loss, ax_acc = axes[0], axes[1]
+    if selection:  # selection diagnostics: coverage and error (left axis), switches (right axis)
+        axes[2].plot(epochs, [r["sel_coverage"] for r in rows], label="coverage")
+        axes[2].plot(epochs, [r["sel_error"] for r in rows], label="rel. error")
+        if "sel_entropy" in rows[0]:
+            axes[2].plot(epochs, [r["sel_entropy"] / 9 for r in rows], label="entropy / 9 bit")
+        axes[2].set(xlabel="epoch", ylabel="mean over layers")
+        twin = axes[2].twinx()
+        twin.plot(epochs, [r["sel_switches"] for r in rows], "k--", label="switches")
+        twin.set(ylabel="codeword switches (all layers)")
+        twin.legend(loc="lower right")
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
     for split in ("val", "test"):
         if rows and f"{split}_loss" in rows[0]:
@@ -232,7 +245,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
             ax_acc.plot(epochs, [r[f"{split}_acc"] for r in rows], label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
-    for ax in (ax_loss, ax_acc):
+    for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -346,6 +359,7 @@ def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build
                  "input_size": list(data.input_size), "class_names": list(data.class_names)}
     last_row: dict[str, Any] = rows[-1] if rows else {}
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, epoch + cfg.stop_after)
+    selection = last_row.get("selection") or selection_diagnostics(model)  # switches count from here
     while epoch < stop:
         start = time.time()
         # Shuffling is a function of (seed, epoch) only, so a resumed run sees the same batches.
@@ -367,7 +381,11 @@ def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build
                 result = evaluate(model, dataset, cfg, info)
                 row.update({f"{split}_loss": result["loss"], f"{split}_acc": result["top1"],
                             f"{split}_top5": result["top5"]})
+        selection = selection_diagnostics(model, selection)  # per layer: switches, coverage, error, entropy
+        row.update(summarize(selection))
         row["time"] = time.time() - start
+        if selection:
+            row["selection"] = selection
         metric = row.get("val_acc", row.get("test_acc", train_acc))
         is_best = metric > best
         best = max(best, metric)
@@ -385,10 +403,10 @@ def _run(cfg, state, init_state, teacher_state, out, info, build_datasets, build
             _write_metrics(out / "metrics.jsonl", rows)
             if writer is not None:
                 for key, value in row.items():
-                    if key != "epoch":
+                    if key != "epoch" and isinstance(value, (int, float)):
                         writer.add_scalar(key, value, epoch)
             print(f"epoch {epoch}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                             if k not in ("epoch", "step")), flush=True)
+                                                             if k not in ("epoch", "step", "selection")), flush=True)
         barrier(info)
         last_row = row
     if info.is_main:
