@@ -1,6 +1,8 @@
 """Selection diagnostics per sub-bit layer: what the selection did since the last look, and how good it is now.
 
 * ``switches``: codewords in the sub-codebook now that were not in it at the previous call (0 on the first call);
+* ``events``: row switches made by a learned selector since the previous call, back-and-forth ones included
+  (None for other methods and on the first call);
 * ``coverage``: share of kernels whose own sign pattern is in the sub-codebook (those are stored without error in
   their signs);
 * ``error``: relative reconstruction error ‖W − α·V[idx]‖/‖W‖ of the latent weights;
@@ -54,12 +56,16 @@ def selection_diagnostics(model: nn.Module, previous: dict[str, list[int]] | Non
         before = set((previous or {}).get(name, {}).get("codes", codes.tolist()))
         patterns = kernel_to_index(layer.weight.detach()).flatten()
         selector = getattr(layer.quantizer, "selector", None)
+        events = None if selector is None else selector.switch_events
+        last_events = (previous or {}).get(name, {}).get("events_total")
         out[name] = {
             "switches": sum(1 for c in codes.tolist() if c not in before),
             "coverage": float(torch.isin(patterns, codes).float().mean()),
             "error": relative_error(layer.weight, codes),
             "entropy": None if selector is None else soft_entropy_bits(selector),
             "codes": codes.tolist(),
+            "events": None if events is None or last_events is None else events - last_events,
+            "events_total": events,
         }
     return out
 
@@ -72,6 +78,9 @@ def summarize(diagnostics: dict[str, dict]) -> dict[str, float]:
     summary = {"sel_switches": float(sum(r["switches"] for r in rows)),
                "sel_coverage": sum(r["coverage"] for r in rows) / len(rows),
                "sel_error": sum(r["error"] for r in rows) / len(rows)}
+    events = [r["events"] for r in rows if r.get("events") is not None]
+    if events:
+        summary["sel_events"] = float(sum(events))
     entropies = [r["entropy"] for r in rows if r["entropy"] is not None]
     if entropies:
         summary["sel_entropy"] = sum(entropies) / len(entropies)

@@ -125,13 +125,15 @@ def kmedoids_selection(weight: torch.Tensor, n: int, init: torch.Tensor | None =
     return pool[selected]
 
 
-def accept_swaps(kernels: torch.Tensor, current: torch.Tensor, proposed: torch.Tensor) -> torch.Tensor:
+def accept_swaps(kernels: torch.Tensor, current: torch.Tensor, proposed: torch.Tensor,
+                 min_gain: float = 0.0) -> torch.Tensor:
     """The best of a proposed selection, judged by its exact effect on F for scaled kernels s (Tensor[K, 9]).
 
     The proposal removes codewords R = current \\ proposed and adds A = proposed \\ current. Two outcomes are
     evaluated exactly: the whole proposal (each removed row takes an added codeword), and greedy single swaps
-    R → A kept only while each raises F. The better one is returned if it beats ``current``, else ``current``.
-    Rows keep their order: a row either keeps its codeword or takes one from A. Costs K × (n + |A|) products.
+    R → A kept only while each raises F. The better one is returned if it beats ``current`` by more than
+    ``min_gain``·|F(current)|, else ``current``. Rows keep their order: a row either keeps its codeword or takes
+    one from A. Costs K × (n + |A|) products.
     """
     current_list = current.tolist()
     proposed_set, current_set = set(proposed.tolist()), set(current_list)
@@ -154,7 +156,8 @@ def accept_swaps(kernels: torch.Tensor, current: torch.Tensor, proposed: torch.T
             break
         greedy[rows.pop(i)] = cands.pop(j)
     best = max((joint, greedy), key=lambda sel: float(coverage_value(scores, sel)))
-    if float(coverage_value(scores, best)) > float(coverage_value(scores, start)):
+    base = float(coverage_value(scores, start))
+    if float(coverage_value(scores, best)) > base + min_gain * abs(base):
         return columns[best].to(current.device)
     return current
 

@@ -249,6 +249,8 @@ class SparksSelection(WeightMethod):
         reselect_every: training steps between best-swap re-selections (0: never).
         weighting: ``"none"`` or ``"grad"`` (per-kernel weights h from the loss gradient).
         max_kernels: exact evaluations use a random sample of this many kernels in larger layers.
+        min_gain: a switch must raise F = Σ_k h_k α_o max_v w_k·v by this fraction (hysteresis on the exact effect:
+            the latent weights move every step, and tiny back-and-forth switches leave BatchNorm's statistics stale).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
 
@@ -257,7 +259,7 @@ class SparksSelection(WeightMethod):
     def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
                  noise: float = 1.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
                  exact: bool = True, reselect_every: int = 100, weighting: str = "none",
-                 max_kernels: int = 16_384, **kwargs: object) -> None:
+                 max_kernels: int = 16_384, min_gain: float = 1e-3, **kwargs: object) -> None:
         super().__init__(tau, **kwargs)
         if init not in ("kmedoids", "frequency", "random"):
             raise ValueError(f"unknown sparks init {init!r}; expected 'kmedoids', 'frequency' or 'random'")
@@ -265,6 +267,7 @@ class SparksSelection(WeightMethod):
             raise ValueError(f"unknown sparks weighting {weighting!r}; expected 'none' or 'grad'")
         self.init, self.seed, self.tangent, self.exact = init, seed, tangent, exact
         self.reselect_every, self.weighting, self.max_kernels = reselect_every, weighting, max_kernels
+        self.min_gain = min_gain
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
                                                init_margin=init_margin, switch_margin=switch_margin)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
@@ -306,7 +309,7 @@ class SparksSelection(WeightMethod):
 
     def _accept(self, weight: torch.Tensor):
         def accept(current: torch.Tensor, proposed: torch.Tensor) -> torch.Tensor:
-            chosen = accept_swaps(self._kernels(weight), current, proposed)
+            chosen = accept_swaps(self._kernels(weight), current, proposed, self.min_gain)
             self._realign(current, chosen, proposed)
             return chosen
         return accept if self.exact else None
@@ -316,12 +319,13 @@ class SparksSelection(WeightMethod):
         """Best-swap search from the current selection and from the tracked reference; keep the better one."""
         scores = self._kernels(weight) @ self.selector.codebook_t()
         old = self.selector.selected.clone()
-        new, _ = best_swap_search(scores, old)
-        reference, _ = best_swap_search(scores, self.reference)
+        new, _ = best_swap_search(scores, old, rtol=self.min_gain)
+        reference, _ = best_swap_search(scores, self.reference, rtol=self.min_gain)
         self.reference.copy_(reference)
         if coverage_value(scores, reference) > coverage_value(scores, new):
             new = align_rows(new, reference)
         self._realign(old, new)
+        self.selector.switch_events += int((new != old).sum())
         self.selector.selected.copy_(new)
 
     @torch.no_grad()

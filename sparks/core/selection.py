@@ -165,6 +165,7 @@ class GumbelSinkhornSelector(nn.Module):
         self.register_buffer("_row_log_mass", masses.log(), persistent=False)
         self.register_buffer("_codebook", full_codebook(), persistent=False)
         self.read_version = -1  # scores._version at the last hard read-off
+        self.switch_events = 0  # rows that changed codeword at a read-off, counted since construction
 
     def initialize(self, order: torch.Tensor) -> None:
         """Start from the codewords ``order[:n]`` (e.g. most frequent first): one-hot scores with ``init_margin``."""
@@ -205,6 +206,7 @@ class GumbelSinkhornSelector(nn.Module):
         if accept is not None and not torch.equal(proposed, self.selected):
             proposed = accept(self.selected.clone(), proposed)
         if not torch.equal(proposed, self.selected):
+            self.switch_events += int((proposed != self.selected).sum())
             self.selected.copy_(proposed)
         self.read_version = self.scores._version
 
