@@ -21,11 +21,19 @@ def test_learned_selection_at_or_below_kmedoids_and_below_top_n_on_real_kernels(
         assert result.learned < result.topn, (tau, result)
 
 
+@pytest.mark.parametrize("name", ["features.1.conv", "features.14.conv_out0-31"])
+def test_from_a_top_n_start_the_learned_path_also_ends_at_or_below_kmedoids(name):
+    for tau in (3, 4):
+        result = probe_layer(KERNELS[name], tau, seed=0, steps=60, reselect_every=30, init="frequency")
+        assert result.learned <= result.kmedoids + 1e-7, (tau, result)
+        assert result.switches > 0
+
+
 def test_plain_pste_read_off_does_worse_than_exact_acceptance():
     """The paper's plain read-off (no exact acceptance, no re-selection) ends above the exact-acceptance selector."""
     weight = KERNELS["features.6.conv"]
-    plain, _ = learn_selection(weight, 4, steps=60, exact=False, noise=0.0)
-    exact, _ = learn_selection(weight, 4, steps=60, reselect_every=30)
+    plain, _ = learn_selection(weight, 4, steps=60, exact=False, noise=0.0, init="frequency")
+    exact, _ = learn_selection(weight, 4, steps=60, reselect_every=30, init="frequency")
     assert relative_error(weight, exact) < relative_error(weight, plain)
 
 

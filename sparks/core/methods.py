@@ -241,7 +241,7 @@ class SparksSelection(WeightMethod):
     the scores learn from the exact evaluation too. docs/method.md lists each departure from the paper.
 
     Args:
-        init: ``"frequency"`` (most frequent codewords first), ``"kmedoids"`` (the reconstruction-optimal start)
+        init: ``"kmedoids"`` (the reconstruction-optimal start), ``"frequency"`` (most frequent codewords first)
             or ``"random"``.
         seed: seed of the random initialisation.
         tangent: drop the radial component of the codeword gradients (:func:`~sparks.selection.tangent_gradient`).
@@ -249,14 +249,14 @@ class SparksSelection(WeightMethod):
         reselect_every: training steps between best-swap re-selections (0: never).
         weighting: ``"none"`` or ``"grad"`` (per-kernel weights h from the loss gradient).
         max_kernels: exact evaluations use a random sample of this many kernels in larger layers.
-        min_gain: a switch must raise F = Σ_k h_k α_o max_v w_k·v by this fraction (hysteresis on the exact effect:
-            the latent weights move every step, and tiny back-and-forth switches leave BatchNorm's statistics stale).
+        min_gain: a switch must raise F = Σ_k h_k α_o max_v w_k·v by this fraction (a switch disturbs the network:
+            its BatchNorm statistics and the weights adapted to the old codeword; the value is a guess, not tuned).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
 
     own_learning_rate = True
 
-    def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
+    def __init__(self, tau: int, init: str = "kmedoids", seed: int = 0, sinkhorn_iters: int = 10,
                  noise: float = 1.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
                  exact: bool = True, reselect_every: int = 100, weighting: str = "none",
                  max_kernels: int = 16_384, min_gain: float = 1e-3, **kwargs: object) -> None:
@@ -315,7 +315,7 @@ class SparksSelection(WeightMethod):
         return accept if self.exact else None
 
     @torch.no_grad()
-    def _reselect(self, weight: torch.Tensor) -> None:
+    def reselect(self, weight: torch.Tensor) -> None:
         """Best-swap search from the current selection and from the tracked reference; keep the better one."""
         scores = self._kernels(weight) @ self.selector.codebook_t()
         old = self.selector.selected.clone()
@@ -337,7 +337,7 @@ class SparksSelection(WeightMethod):
         if training:
             self.steps += 1
             if self.exact and self.reselect_every and int(self.steps) % self.reselect_every == 0:
-                self._reselect(weight)
+                self.reselect(weight)
             v = self.selector(self._accept(weight))
             v = tangent_gradient(v) if self.tangent else v
         else:
