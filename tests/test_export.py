@@ -20,7 +20,7 @@ from sparks.deploy.load import load
 from sparks.models import create
 from sparks.runtime import PackedModel
 
-METHODS = ("sparks", "sign", "snn", "topn", "random", "float")
+METHODS = ("sparks", "sign", "snn", "topn", "kmedoids", "random", "float")
 
 
 @pytest.fixture(autouse=True)

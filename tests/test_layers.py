@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from sparks.core.layers import SubBitConv2d
 from sparks.core.methods import METHODS, check_tau
 
-BINARY_METHODS = ["sparks", "snn", "topn", "random"]
+BINARY_METHODS = ["sparks", "snn", "topn", "kmedoids", "random"]
 
 
 def make_layer(method, tau, seed=0, c_in=12, c_out=10, **kwargs):
@@ -60,9 +60,9 @@ def test_kernel_is_nearest_codeword_of_the_subcodebook():
     assert torch.equal(layer.kernel_indices().flatten(), brute)
 
 
-@pytest.mark.parametrize("method", ["sparks", "snn"])
-def test_learned_methods_send_gradients_to_selection_and_latent_weights(method):
-    layer = make_layer(method, 4)
+@pytest.mark.parametrize("method, kwargs", [("sparks", {}), ("snn", {"refine_every": 1})])
+def test_learned_methods_send_gradients_to_selection_and_latent_weights(method, kwargs):
+    layer = make_layer(method, 4, **kwargs)
     x = torch.randn(2, 12, 6, 6, generator=torch.Generator().manual_seed(3))
     layer(x).square().sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
@@ -103,7 +103,7 @@ def test_bad_tau(tau):
 def test_unknown_method_lists_known_ones():
     with pytest.raises(ValueError, match="unknown method 'xnor'.*sparks"):
         SubBitConv2d(4, 4, tau=5, method="xnor")
-    assert {"float", "sign", "sparks", "snn", "topn", "random"} <= set(METHODS)
+    assert {"float", "sign", "sparks", "snn", "topn", "kmedoids", "random"} <= set(METHODS)
 
 
 def test_eval_forward_caches_weights_and_notices_changes():

@@ -89,6 +89,7 @@ class SubBitConv2d(nn.Conv2d):
 
     def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ±1 kernels and α, cached between eval forwards: the nearest-codeword search runs once per weight."""
+        self.quantizer.sync(self.weight.detach())  # a learned selection re-reads scores changed by the last step
         key = self._state_key()
         cache = getattr(self, "_inference_cache", None)
         if cache is None or cache[0] != key:
@@ -105,6 +106,7 @@ class SubBitConv2d(nn.Conv2d):
     def subcodebook(self) -> torch.Tensor:
         """The layer's n codewords, Tensor[n, 3, 3] of ±1 (distinct rows)."""
         self._require_binary()
+        self.quantizer.sync(self.weight.detach())
         return self.quantizer.codewords().detach().reshape(-1, KERNEL_SIZE, KERNEL_SIZE).clone()
 
     @torch.no_grad()
@@ -150,9 +152,11 @@ def set_temperature(model: nn.Module, temperature: float) -> None:
 
 
 def selection_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the learned selections (Sparks scores, SNN codeword proxies) of every sub-bit layer.
+    """Parameters of the learned selections that train at their own learning rate (the Sparks scores).
 
     They live on a different scale from the network weights: the training loop gives them their own learning rate
-    and no weight decay.
+    and no weight decay. Methods with ``own_learning_rate = False`` (SNN's codeword proxies, which SNN trains at the
+    model learning rate) are not included.
     """
-    return [p for _, layer in subbit_layers(model) for p in layer.quantizer.parameters()]
+    return [p for _, layer in subbit_layers(model) if layer.quantizer.own_learning_rate
+            for p in layer.quantizer.parameters()]

@@ -6,8 +6,10 @@ the latent weights through SNN's clipped straight-through estimator (only inside
 reach V (summed over the kernels assigned to each codeword).
 
 Registered methods (``get_method(name)``): ``float`` (no weight binarization: step 1 of the recipe), ``sign`` (plain
-1-bit BNN), ``sparks`` (learned selection, :mod:`sparks.selection`), ``snn`` (SNN's learned codewords), ``topn``
-(the n most frequent codewords at conversion) and ``random`` (n distinct random codewords, seeded).
+1-bit BNN), ``sparks`` (learned selection, :mod:`sparks.core.selection`), ``snn`` (SNN's learned codewords,
+:mod:`sparks.core.snn`), ``topn`` (the n most frequent codewords at conversion), ``kmedoids`` (the n codewords
+minimising the reconstruction error of the latent weights at conversion, :mod:`sparks.core.kmedoids`) and
+``random`` (n distinct random codewords, seeded).
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ import torch
 from torch import nn
 
 from sparks.core.codebook import (
-    CODE_LENGTH,
     NUM_CODEWORDS,
     codeword_frequencies,
     full_codebook,
     kernel_to_index,
     nearest_codeword,
+)
+from sparks.core.kmedoids import (
+    accept_swaps,
+    align_rows,
+    best_swap_search,
+    coverage_value,
+    kmedoids_selection,
+    sample_rows,
+    scaled_kernels,
 )
 from sparks.core.selection import GumbelSinkhornSelector, tangent_gradient
 
@@ -99,6 +109,9 @@ class WeightMethod(nn.Module):
 
     name = "base"
     binary = True  # False only for "float"
+    # True: the method's parameters are selection scores on their own scale, trained at the loop's selection learning
+    # rate (``sparks.selection_parameters``). False: they train with the network weights at the model learning rate.
+    own_learning_rate = False
 
     def __init__(self, tau: int, **_: object) -> None:
         super().__init__()
@@ -107,6 +120,9 @@ class WeightMethod(nn.Module):
 
     def initialize(self, weight: torch.Tensor) -> None:
         """(Re)start the selection from the current latent weights; fixed or learned methods override it."""
+
+    def sync(self, weight: torch.Tensor) -> None:
+        """Bring the selection up to date with the parameters before an evaluation (learned methods override it)."""
 
     def codewords(self) -> torch.Tensor:
         """The sub-codebook, Tensor[n, 9] of ±1 values (distinct rows)."""
@@ -187,6 +203,19 @@ class TopNSelection(_FixedSelection):
         self.selected.copy_(frequency_order(weight)[: self.n].to(self.selected.device))
 
 
+@register_method("kmedoids")
+class KMedoidsSelection(_FixedSelection):
+    """Fixed: the n codewords that locally minimise Σ_k min_v ‖w_k − α_o·v‖² of the latent weights at initialisation.
+
+    Training-free: best-swap local search from the top-n selection until no single swap lowers the error
+    (:func:`~sparks.core.kmedoids.kmedoids_selection`). The bar a learned selection has to clear.
+    """
+
+    def initialize(self, weight: torch.Tensor) -> None:
+        order = frequency_order(weight)[: self.n]
+        self.selected.copy_(kmedoids_selection(weight, self.n, init=order).to(self.selected.device))
+
+
 @register_method("random")
 class RandomSelection(_FixedSelection):
     """Fixed: n distinct codewords drawn uniformly at random (seeded per layer by ``seed``)."""
@@ -202,97 +231,129 @@ class RandomSelection(_FixedSelection):
 
 @register_method("sparks")
 class SparksSelection(WeightMethod):
-    """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method).
+    """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method), with exact acceptance of switches.
+
+    The scores learn from the PSTE gradient (Gumbel noise on the soft path) and propose a selection every training
+    step. With ``exact=True`` a proposed switch is taken only if it lowers the layer's reconstruction error
+    E = Σ_k h_k min_v ‖w_k − α_o·v‖² of the current latent weights (its exact effect, not the first-order estimate).
+    Every ``reselect_every`` steps a best-swap search (:mod:`sparks.core.kmedoids`) re-selects from the current
+    latent weights, and the better of its result and a tracked reference (the kmedoids selection at initialisation,
+    improved by best swaps at each re-selection) is kept. h_k = 1, or with ``weighting="grad"`` a running mean of
+    kernel k's squared loss gradient (a diagonal Fisher proxy), so the error that counts is the one the task feels.
+    A taken switch swaps the two scores of its row, a vetoed one drops the proposed score κ below the current one:
+    the scores learn from the exact evaluation too. docs/method.md lists each departure from the paper.
 
     Args:
-        init: ``"frequency"`` (most frequent codewords of the latent weights first) or ``"random"``.
+        init: ``"kmedoids"`` (the reconstruction-optimal start), ``"frequency"`` (most frequent codewords first)
+            or ``"random"``.
         seed: seed of the random initialisation.
         tangent: drop the radial component of the codeword gradients (:func:`~sparks.selection.tangent_gradient`).
+        exact: accept switches by their exact effect (False: the plain PSTE read-off of the paper).
+        reselect_every: training steps between best-swap re-selections (0: never).
+        weighting: ``"none"`` or ``"grad"`` (per-kernel weights h from the loss gradient).
+        max_kernels: exact evaluations use a random sample of this many kernels in larger layers.
+        min_gain: a switch must raise F = Σ_k h_k α_o max_v w_k·v by this fraction (a switch disturbs the network:
+            its BatchNorm statistics and the weights adapted to the old codeword; the value is a guess, not tuned).
         Other keyword arguments go to :class:`~sparks.selection.GumbelSinkhornSelector`.
     """
 
-    def __init__(self, tau: int, init: str = "frequency", seed: int = 0, sinkhorn_iters: int = 10,
-                 noise: float = 0.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
-                 **kwargs: object) -> None:
+    own_learning_rate = True
+
+    def __init__(self, tau: int, init: str = "kmedoids", seed: int = 0, sinkhorn_iters: int = 10,
+                 noise: float = 1.0, init_margin: float = 1.0, switch_margin: float = 0.5, tangent: bool = True,
+                 exact: bool = True, reselect_every: int = 100, weighting: str = "none",
+                 max_kernels: int = 16_384, min_gain: float = 1e-3, **kwargs: object) -> None:
         super().__init__(tau, **kwargs)
-        if init not in ("frequency", "random"):
-            raise ValueError(f"unknown sparks init {init!r}; expected 'frequency' or 'random'")
-        self.init = init
-        self.seed = seed
-        self.tangent = tangent
+        if init not in ("kmedoids", "frequency", "random"):
+            raise ValueError(f"unknown sparks init {init!r}; expected 'kmedoids', 'frequency' or 'random'")
+        if weighting not in ("none", "grad"):
+            raise ValueError(f"unknown sparks weighting {weighting!r}; expected 'none' or 'grad'")
+        self.init, self.seed, self.tangent, self.exact = init, seed, tangent, exact
+        self.reselect_every, self.weighting, self.max_kernels = reselect_every, weighting, max_kernels
+        self.min_gain = min_gain
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
                                                init_margin=init_margin, switch_margin=switch_margin)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("reference", torch.arange(self.n, dtype=torch.int64))  # the tracked best-swap optimum
+        self.register_buffer("grad_energy", torch.zeros(0), persistent=False)
 
     def initialize(self, weight: torch.Tensor) -> None:
         if self.init == "random":
             order = torch.randperm(NUM_CODEWORDS, generator=torch.Generator().manual_seed(self.seed))
         else:
             order = frequency_order(weight)
+        reference = (kmedoids_selection(weight, self.n, init=order[: self.n], max_kernels=self.max_kernels)
+                     if self.exact else order[: self.n])
+        if self.init == "kmedoids":
+            order = reference
         self.selector.initialize(order)
+        self.reference = reference.to(self.selector.selected.device)
+        self.grad_energy = weight.new_zeros(0)
 
     def codewords(self) -> torch.Tensor:
         codewords = self.selector()
         return tangent_gradient(codewords) if self.tangent and codewords.requires_grad else codewords
 
+    def _kernels(self, weight: torch.Tensor) -> torch.Tensor:
+        energy = self.grad_energy if self.weighting == "grad" and self.grad_energy.numel() else None
+        kernels = scaled_kernels(weight, None if energy is None else energy / energy.mean().clamp_min(1e-30))
+        return sample_rows(kernels, self.max_kernels, seed=int(self.steps))
 
-@register_method("snn")
-class SNNCodewords(WeightMethod):
-    """SNN baseline (Wang et al., ICCV 2021): learnable real codeword proxies, binarized by sign.
+    def _realign(self, old: torch.Tensor, new: torch.Tensor, rejected: torch.Tensor | None = None) -> None:
+        """Scores follow the selection: a row that switched swaps its two scores; a vetoed proposal drops by κ."""
+        scores = self.selector.scores.data
+        for row in (old != new).nonzero().flatten().tolist():
+            a, c = int(old[row]), int(new[row])
+            scores[row, a], scores[row, c] = scores[row, c].clone(), scores[row, a].clone()
+        if rejected is not None:
+            for row in ((rejected != new) & (old == new)).nonzero().flatten().tolist():
+                cur, c = int(new[row]), int(rejected[row])
+                scores[row, c] = torch.minimum(scores[row, c], scores[row, cur] - self.selector.switch_margin)
 
-    Forward: V = sign(C) (keeping the previous sign where |C| < ``memory_eps``), with an identity straight-through
-    gradient, so C receives the summed gradient of the kernels assigned to each codeword. Every ``refine_every``
-    training steps duplicate codewords (after sign) are replaced by random unused ones and C is clamped to
-    [-``clamp``, ``clamp``]. Starts from n random distinct codewords, as SNN's code does.
-    """
-
-    def __init__(self, tau: int, seed: int = 0, refine_every: int = 25, memory_eps: float = 1e-3,
-                 clamp: float = 3.0, **kwargs: object) -> None:
-        super().__init__(tau, **kwargs)
-        self.seed = seed
-        self.refine_every = refine_every
-        self.memory_eps = memory_eps
-        self.clamp = clamp
-        self.proxies = nn.Parameter(torch.zeros(self.n, CODE_LENGTH))
-        self.register_buffer("memory", torch.ones(self.n, CODE_LENGTH))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
-
-    def initialize(self, weight: torch.Tensor) -> None:
-        generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(NUM_CODEWORDS, generator=generator)[: self.n]
-        with torch.no_grad():
-            self.proxies.copy_(full_codebook()[chosen].to(self.proxies.device))
-            self.memory.copy_(self.proxies)
-
-    def _binarize(self) -> torch.Tensor:
-        with torch.no_grad():
-            sign = torch.where(self.proxies >= 0, 1.0, -1.0)
-            sign = torch.where(self.proxies.abs() < self.memory_eps, self.memory, sign)
-            self.memory.copy_(sign)
-        return sign + self.proxies - self.proxies.detach()
+    def _accept(self, weight: torch.Tensor):
+        def accept(current: torch.Tensor, proposed: torch.Tensor) -> torch.Tensor:
+            chosen = accept_swaps(self._kernels(weight), current, proposed, self.min_gain)
+            self._realign(current, chosen, proposed)
+            return chosen
+        return accept if self.exact else None
 
     @torch.no_grad()
-    def refine(self) -> None:
-        """Replace duplicate codewords (after sign) by random unused ones; clamp the proxies."""
-        indices = kernel_to_index(self.memory.reshape(self.n, 3, 3)).tolist()
-        seen: set[int] = set()
-        duplicates = []
-        for row, index in enumerate(indices):
-            if index in seen:
-                duplicates.append(row)
-            seen.add(index)
-        if duplicates:
-            generator = torch.Generator().manual_seed(self.seed + int(self.steps))
-            unused = [i for i in torch.randperm(NUM_CODEWORDS, generator=generator).tolist() if i not in seen]
-            book = full_codebook().to(self.proxies.device)
-            for row, index in zip(duplicates, unused, strict=False):
-                self.proxies[row] = book[index]
-                self.memory[row] = book[index]
-        self.proxies.clamp_(-self.clamp, self.clamp)
+    def reselect(self, weight: torch.Tensor) -> None:
+        """Best-swap search from the current selection and from the tracked reference; keep the better one."""
+        scores = self._kernels(weight) @ self.selector.codebook_t()
+        old = self.selector.selected.clone()
+        new, _ = best_swap_search(scores, old, rtol=self.min_gain)
+        reference, _ = best_swap_search(scores, self.reference, rtol=self.min_gain)
+        self.reference.copy_(reference)
+        if coverage_value(scores, reference) > coverage_value(scores, new):
+            new = align_rows(new, reference)
+        self._realign(old, new)
+        self.selector.switch_events += int((new != old).sum())
+        self.selector.selected.copy_(new)
 
-    def codewords(self) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled():
+    @torch.no_grad()
+    def sync(self, weight: torch.Tensor) -> None:
+        self.selector.sync(self._accept(weight))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        training = self.training and torch.is_grad_enabled() and self.selector.scores.requires_grad
+        if training:
             self.steps += 1
-            if int(self.steps) % self.refine_every == 0:
-                self.refine()
-            return self._binarize()
-        return self.memory
+            if self.exact and self.reselect_every and int(self.steps) % self.reselect_every == 0:
+                self.reselect(weight)
+            v = self.selector(self._accept(weight))
+            v = tangent_gradient(v) if self.tangent else v
+        else:
+            v = self.codewords()
+        out = gather_codewords(v, self.kernel_indices(weight, v).flatten()).reshape(weight.shape) + ste_clip(weight)
+        if training and self.weighting == "grad":
+            out.register_hook(self._record_grad)
+        return out
+
+    @torch.no_grad()
+    def _record_grad(self, grad: torch.Tensor) -> None:
+        energy = grad.square().sum(dim=(2, 3))
+        if self.grad_energy.shape != energy.shape:
+            self.grad_energy = energy.clone()
+        else:
+            self.grad_energy.mul_(0.99).add_(energy, alpha=0.01)

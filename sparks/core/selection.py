@@ -126,16 +126,21 @@ class TemperatureSchedule:
 class GumbelSinkhornSelector(nn.Module):
     """Selects n distinct codewords of the full codebook with a learned (partial) permutation.
 
-    Training forward: P_soft = Sinkhorn((X + σ·g)/t) over the n score rows plus the "not selected" row;
-    P_hard = the Hungarian assignment of the noise-free scores X plus a bonus κ on the current selection (hysteresis:
-    a row switches codeword only when another one beats it by κ); returns V = PSTE(P_soft, P_hard) @ B, whose value
-    is exactly n distinct ±1 codewords and whose gradient reaches X. Eval forward: no noise, no Sinkhorn, no
-    Hungarian: the codewords of the last hard selection (the ``selected`` buffer).
+    Training forward: P_soft = Sinkhorn((X + σ_t·g)/t) over the n score rows plus the "not selected" row (Gumbel g,
+    σ_t = ``noise`` × the current temperature, so the exploration anneals with it); the proposal is the Hungarian
+    assignment of the noise-free X plus a bonus κ on the current selection (hysteresis; a noisy read-off would change
+    the network's weights at random every step and cost an exact evaluation each time); an optional
+    ``accept(current, proposed)`` callback decides which proposed switches are taken (the Sparks method accepts
+    them by their exact effect on the layer's objective). Returns V = PSTE(P_soft, P_hard) @ B, whose value is
+    exactly n distinct ±1 codewords and whose gradient reaches X.
+    Eval forward: no noise, no Sinkhorn: the codewords of the ``selected`` buffer. :meth:`sync` first re-reads the
+    selection when the scores changed since the last read-off (an optimiser step after the last training forward),
+    so evaluation is not one step behind the final scores.
 
     Args:
         n: number of codewords to select (2^τ).
         sinkhorn_iters: Sinkhorn rounds per training step.
-        noise: scale σ of the Gumbel noise added to the scores in training.
+        noise: Gumbel noise scale relative to the temperature (σ_t = noise · t).
         init_margin: score given to each row's initial codeword (others start at 0).
         switch_margin: hysteresis κ of the hard read-off (0 disables it).
     """
@@ -159,6 +164,8 @@ class GumbelSinkhornSelector(nn.Module):
             masses[-1] = rest
         self.register_buffer("_row_log_mass", masses.log(), persistent=False)
         self.register_buffer("_codebook", full_codebook(), persistent=False)
+        self.read_version = -1  # scores._version at the last hard read-off
+        self.switch_events = 0  # rows that changed codeword at a read-off, counted since construction
 
     def initialize(self, order: torch.Tensor) -> None:
         """Start from the codewords ``order[:n]`` (e.g. most frequent first): one-hot scores with ``init_margin``."""
@@ -167,30 +174,56 @@ class GumbelSinkhornSelector(nn.Module):
             self.scores.zero_()
             self.scores[torch.arange(self.n), order] = self.init_margin
             self.selected.copy_(order)
+        self.read_version = self.scores._version
 
     def set_temperature(self, temperature: float) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
-    def soft_permutation(self) -> torch.Tensor:
+    def perturbed_scores(self) -> torch.Tensor:
+        """X + σ_t·g with σ_t = noise · temperature (X itself when the noise is off)."""
+        sigma = self.noise * self.temperature
+        if sigma <= 0:
+            return self.scores
+        return self.scores + sigma * gumbel_noise(self.scores.shape, device=self.scores.device)
+
+    def soft_permutation(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         """P_soft over the n score rows, Tensor[n, N] (rows sum to 1, columns to ≤ 1)."""
-        scores = self.scores
-        if self.noise > 0:
-            scores = scores + self.noise * gumbel_noise(scores.shape, device=scores.device)
+        scores = self.perturbed_scores() if scores is None else scores
         if self.n < NUM_CODEWORDS:
             scores = torch.cat([scores, scores.new_zeros(1, NUM_CODEWORDS)], dim=0)
         p = log_sinkhorn(scores / self.temperature, self.sinkhorn_iters, self._row_log_mass)
         return p[: self.n]
 
-    def forward(self) -> torch.Tensor:
+    @torch.no_grad()
+    def read_off(self, scores: torch.Tensor, accept=None) -> None:
+        """Hard selection from ``scores`` (+ κ on the current rows); ``accept(current, proposed)`` may veto switches."""
+        rows = torch.arange(self.n, device=scores.device)
+        biased = scores.detach().clone()
+        biased[rows, self.selected] += self.switch_margin
+        proposed = hungarian(biased)
+        if accept is not None and not torch.equal(proposed, self.selected):
+            proposed = accept(self.selected.clone(), proposed)
+        if not torch.equal(proposed, self.selected):
+            self.switch_events += int((proposed != self.selected).sum())
+            self.selected.copy_(proposed)
+        self.read_version = self.scores._version
+
+    def codebook_t(self) -> torch.Tensor:
+        """The full codebook transposed, Tensor[9, N]."""
+        return self._codebook.t()
+
+    @torch.no_grad()
+    def sync(self, accept=None) -> None:
+        """Re-read the noise-free selection if the scores changed since the last read-off (eval after a step)."""
+        if self.scores._version != self.read_version:
+            self.read_off(self.scores, accept)
+
+    def forward(self, accept=None) -> torch.Tensor:
         """The n selected codewords, Tensor[n, 9] (exact ±1 values; with PSTE gradients in training)."""
         if not (self.training and torch.is_grad_enabled() and self.scores.requires_grad):
             return self._codebook[self.selected]
-        rows = torch.arange(self.n, device=self.scores.device)
-        with torch.no_grad():
-            biased = self.scores.detach().clone()
-            biased[rows, self.selected] += self.switch_margin
-            self.selected.copy_(hungarian(biased))
+        self.read_off(self.scores, accept)  # noise-free: the noise explores through the gradients, see the class doc
         # PSTE applied to the codewords (P·B), so the forward value is exactly the ±1 rows B[selected].
         return pste(self.soft_permutation() @ self._codebook, self._codebook[self.selected])

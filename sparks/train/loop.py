@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
+from sparks.core.diagnostics import selection_diagnostics, summarize
 from sparks.core.layers import set_temperature
 from sparks.core.selection import TemperatureSchedule
 from sparks.errors import UsageError
@@ -324,6 +325,7 @@ def fit(run: Run) -> TrainResult:
     writer = monitor.tensorboard(out) if info.is_main else None
     last_row: dict[str, Any] = run.rows[-1] if run.rows else {}
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.epoch + cfg.stop_after)
+    selection = last_row.get("selection") or selection_diagnostics(run.model)  # switches count from here
     while run.epoch < stop:
         start = time.time()
         # Shuffling is a function of (seed, epoch) only, so a resumed run sees the same batches.
@@ -342,6 +344,10 @@ def fit(run: Run) -> TrainResult:
         row["step"] = run.step
         broadcast_buffers(run.model, info)
         row.update(evaluate_splits(run))
+        selection = selection_diagnostics(run.model, selection)  # per layer: switches, coverage, error, entropy
+        row.update(summarize(selection))
+        if selection:
+            row["selection"] = selection
         row["time"] = time.time() - start
         end_epoch(run, row, writer)
         last_row = row

@@ -46,7 +46,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    selection = any("sel_coverage" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if selection else 2, figsize=(15 if selection else 10, 4))
+    ax_loss, ax_acc = axes[0], axes[1]
+    if selection:
+        _plot_selection(axes[2], [r for r in rows if "sel_coverage" in r])
     for ax, suffix in ((ax_loss, "loss"), (ax_acc, "acc")):
         for split in ("train", "val", "test"):
             points = [(r["epoch"], r[f"{split}_{suffix}"]) for r in rows if f"{split}_{suffix}" in r]
@@ -60,6 +64,23 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def _plot_selection(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Selection diagnostics per epoch (sparks.core.diagnostics): coverage, reconstruction error and entropy on the
+    left axis (means over layers), codeword switches of all layers on the right."""
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["sel_coverage"] for r in rows], label="coverage")
+    ax.plot(epochs, [r["sel_error"] for r in rows], label="rel. error")
+    if all("sel_entropy" in r for r in rows):
+        ax.plot(epochs, [r["sel_entropy"] / 9 for r in rows], label="entropy / 9 bit")
+    ax.set(xlabel="epoch", ylabel="mean over layers")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(epochs, [r["sel_switches"] for r in rows], "k--", label="switches")
+    twin.set(ylabel="codeword switches (all layers)")
+    twin.legend(loc="lower right")
 
 
 def tensorboard(out: Path) -> Any:
