@@ -83,7 +83,7 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys, fashion_mnist_root):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 1\nlearning_rat: 0.1\n")
     assert main(tiny_args(fashion_mnist_root, tmp_path / "out", "--config", str(cfg))) == 2
-    assert "unknown key 'learning_rat'" in one_line_error(capsys)
+    assert "unknown training option 'learning_rat'" in one_line_error(capsys)
 
 
 def test_smoke_train_then_eval_on_the_val_split(tmp_path, capsys, fashion_mnist_root):

@@ -46,26 +46,24 @@ def threads_value(text: str) -> int | None:
     return positive_int(text)
 
 
-def positive_int(text: str) -> int:
-    """An int ≥ 1 (argparse type)."""
+def _int_in(text: str, low: int, high: int | None, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An int ≥ 1 (argparse type)."""
+    return _int_in(text, 1, None, "a positive integer")
 
 
 def seed_int(text: str) -> int:
     """A seed: an int in 0..2**32-1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if not 0 <= value <= 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {text}")
-    return value
+    return _int_in(text, 0, 2**32 - 1, f"in 0..{2**32 - 1}")
 
 
 def positive_float(text: str) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from sparks.errors import UsageError, first_line
+from sparks.train.config import option_names
 
 # TrainConfig fields that say where and how a run executes, not what it trains: not part of any hash.
 OPERATIONAL = frozenset({"out", "resume", "overwrite", "workers", "device", "threads", "progress", "stop_after",
@@ -93,18 +94,6 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
-    from sparks.train.config import FIELDS
-
-    out = {}
-    for key, value in options.items():
-        name = str(key).replace("-", "_")
-        if name not in FIELDS:
-            raise UsageError(f"{where}: unknown training option {key!r}")
-        out[name] = value
-    return out
-
-
 def _method_entry(item: Any, where: str) -> MethodEntry:
     if isinstance(item, str):
         return MethodEntry(item, item)
@@ -113,7 +102,7 @@ def _method_entry(item: Any, where: str) -> MethodEntry:
     item = dict(item)
     method = str(item.pop("method", item.get("label")))
     label = str(item.pop("label", method))
-    options = _check_options(item, f"{where} ({label})")
+    options = option_names(item, f"{where} ({label})")
     for key in ("tau", "seed", "method", "init_from", "out"):
         if key in options:
             raise UsageError(f"{where} ({label}): {key!r} is set by the grid, not per method")
@@ -150,7 +139,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
     name = str(raw.get("name") or path.stem)
-    train = _check_options(dict(raw.get("train") or {}), f"grid file {path}: train")
+    train = option_names(dict(raw.get("train") or {}), f"grid file {path}: train")
     for key in ("tau", "seed", "method", "init_from", "out", "resume"):
         if key in train:
             raise UsageError(f"grid file {path}: train.{key} is set by the grid, not shared")
@@ -167,7 +156,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         raise UsageError(f"grid file {path}: step1.checkpoint (the shared step-1 checkpoint) is required")
     step1_train = step1.get("train")
     if step1_train is not None:
-        step1_train = _check_options(dict(step1_train), f"grid file {path}: step1.train")
+        step1_train = option_names(dict(step1_train), f"grid file {path}: step1.train")
     methods = [_method_entry(m, f"grid file {path}: methods") for m in (raw.get("methods") or [])]
     if not methods:
         raise UsageError(f"grid file {path}: methods must list at least one method")

@@ -287,11 +287,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} is not valid YAML: {first_line(err)[:200]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must be a mapping of option names to values")
+    return option_names(raw, f"config file {path}")
+
+
+def option_names(options: dict[Any, Any], where: str) -> dict[str, Any]:
+    """``options`` keyed by TrainConfig field names (``--lr-x`` spellings accepted); an unknown key is a
+    UsageError naming ``where``."""
     out = {}
-    for key, value in raw.items():
+    for key, value in options.items():
         name = str(key).replace("-", "_")
         if name not in FIELDS:
-            raise UsageError(f"unknown key {key!r} in config file {path}")
+            raise UsageError(f"{where}: unknown training option {key!r}")
         out[name] = value
     return out
 
