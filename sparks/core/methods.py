@@ -274,6 +274,7 @@ class SparksSelection(WeightMethod):
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
                                                init_margin=init_margin, switch_margin=switch_margin)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self._host_steps: int | None = 0  # host copy of ``steps``: reading the buffer would sync a GPU every step
         self.register_buffer("reference", torch.arange(self.n, dtype=torch.int64))  # the tracked best-swap optimum
         self.register_buffer("grad_energy", torch.zeros(0), persistent=False)
 
@@ -297,7 +298,17 @@ class SparksSelection(WeightMethod):
     def _kernels(self, weight: torch.Tensor) -> torch.Tensor:
         energy = self.grad_energy if self.weighting == "grad" and self.grad_energy.numel() else None
         kernels = scaled_kernels(weight, None if energy is None else energy / energy.mean().clamp_min(1e-30))
-        return sample_rows(kernels, self.max_kernels, seed=int(self.steps))
+        return sample_rows(kernels, self.max_kernels, seed=self.step_count())
+
+    def step_count(self) -> int:
+        """Training steps so far (the ``steps`` buffer, read from the device once after a load)."""
+        if self._host_steps is None:
+            self._host_steps = int(self.steps)
+        return self._host_steps
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_steps = None  # ``steps`` may have changed
 
     def _realign(self, old: torch.Tensor, new: torch.Tensor, rejected: torch.Tensor | None = None) -> None:
         """Scores follow the selection: a row that switched swaps its two scores; a vetoed proposal drops by κ."""
@@ -338,8 +349,10 @@ class SparksSelection(WeightMethod):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         training = self.training and torch.is_grad_enabled() and self.selector.scores.requires_grad
         if training:
+            count = self.step_count() + 1
             self.steps += 1
-            if self.exact and self.reselect_every and int(self.steps) % self.reselect_every == 0:
+            self._host_steps = count
+            if self.exact and self.reselect_every and count % self.reselect_every == 0:
                 self.reselect(weight)
             v = self.selector(self._accept(weight))
             v = tangent_gradient(v) if self.tangent else v

@@ -83,9 +83,15 @@ class SNNCodewords(WeightMethod):
         self.steps += 1
         straight_through = self.proxies - self.proxies.detach()
         if int(self.steps) % self.refine_every:
-            if int(self.steps) < self.refine_every:
+            if int(self.steps) < self.refine_every and not _distributed():
+                # before its first update SNN's proxies have no gradient (Adam skips them); under DDP every
+                # parameter must take part in each backward, so there they get the all-zero gradient instead
                 return self.memory
             return self.memory + 0.0 * straight_through  # exactly ±1; an all-zero gradient, see the class doc
         codewords = self.memory + straight_through
         self.refine()  # after the graph is built, as SNN does: this step's gradient lands on the refined rows
         return codewords
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
