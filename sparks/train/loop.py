@@ -45,7 +45,7 @@ from sparks.train.distributed import (
     init_distributed,
 )
 from sparks.train.guard import TrainingDiverged, epoch_problem
-from sparks.train.recipe import build_model, compute_loss, lr_factor, param_groups, seed_everything
+from sparks.train.recipe import build_model, compute_loss, frozen_teacher, lr_factor, param_groups, seed_everything
 
 
 @dataclass
@@ -158,13 +158,6 @@ def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
     return loss_sum / max(total, 1), 100.0 * correct / max(total, 1)
 
 
-def _load_teacher(state: dict[str, Any], path: str, device: torch.device) -> nn.Module:
-    teacher = ckpt.model_from_checkpoint(state, path).eval().to(device)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
 def train(cfg: TrainConfig, *, given: Iterable[str] | None = None) -> TrainResult:
     """Run (or resume) a training run; returns the last epoch's metrics and the model. See docs/training.md.
 
@@ -249,7 +242,7 @@ def setup_run(cfg: TrainConfig, out: Path, info: DistInfo, state: dict[str, Any]
     model = build_model(cfg, data.num_classes, data.in_channels)
     if init_state is not None:
         ckpt.load_init_weights(model, init_state["model"], cfg.init_from)
-    teacher = _load_teacher(teacher_state, cfg.teacher, info.device) if teacher_state is not None else None
+    teacher = frozen_teacher(teacher_state, cfg.teacher, info.device) if teacher_state is not None else None
     place_model(model, info.device, cfg.channels_last)
     device_data = None
     if use_device_data(cfg.data_on_device, data.train, info.device):

@@ -34,6 +34,16 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> nn.Modu
                   method=cfg.method, **extra)
 
 
+def frozen_teacher(state: dict[str, Any], source: str, device: torch.device) -> nn.Module:
+    """The distillation teacher of a checkpoint: rebuilt, in eval mode, on ``device``, without gradients."""
+    from sparks.train.checkpoint import model_from_checkpoint
+
+    teacher = model_from_checkpoint(state, source).eval().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def param_groups(model: nn.Module, weight_decay: float, select_lr: float | None = None) -> list[dict[str, Any]]:
     """Weight decay on conv/FC weights only; not on BN, biases, learnable shifts, PReLU or selector parameters.
 
