@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
     from sparks.train.data import DATASETS, build_datasets
     from sparks.train.distributed import DistInfo, resolve_device
-    from sparks.train.loop import evaluate
+    from sparks.train.evaluation import evaluate
 
     if args.workers < 0:
         raise UsageError(f"--workers must be an integer >= 0, got {args.workers}")

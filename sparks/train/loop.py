@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sparks.core.diagnostics import selection_diagnostics, summarize
@@ -44,6 +42,7 @@ from sparks.train.distributed import (
     gather_objects,
     init_distributed,
 )
+from sparks.train.evaluation import evaluate
 from sparks.train.guard import TrainingDiverged, epoch_problem
 from sparks.train.recipe import build_model, compute_loss, frozen_teacher, lr_factor, param_groups, seed_everything
 
@@ -81,40 +80,6 @@ class Run:
     rows: list[dict[str, Any]] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)  # the divergent epochs in a row just done (not checkpointed)
 
-    def autocast(self) -> Any:
-        return autocast(self.cfg.amp, self.info.device)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, workers: int = 0, amp: str = "off",
-             info: DistInfo | None = None, channels_last: bool = False) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean loss of ``model`` on ``dataset`` (on ``info.device``, CPU by default);
-    under DDP each rank takes every world_size-th example and the counts are summed, so the result is exact."""
-    from sparks.train.data import build_loader
-
-    info = info or DistInfo()
-    if info.distributed:
-        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
-    loader = build_loader(dataset, batch_size, train=False, workers=workers)
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = loss_sum = total = 0.0
-    for x, y in loader:
-        x, y = to_input(x, info.device, channels_last), y.to(info.device, non_blocking=True)
-        with autocast(amp, info.device):
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == y.unsqueeze(1)
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    correct1, correct5, loss_sum, total = all_reduce_sum([correct1, correct5, loss_sum, total], info)
-    total = max(total, 1.0)
-    return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total,
-            "n": int(total)}
-
 
 def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy %) and advances ``run.step``. Stops on a NaN/Inf loss."""
@@ -130,7 +95,7 @@ def train_one_epoch(run: Run, loader: Any) -> tuple[float, float]:
     for x, y in bar:
         set_temperature(run.model, run.temps(run.step))
         x, y = to_input(x, info.device, cfg.channels_last), y.to(info.device, non_blocking=True)
-        with run.autocast():
+        with autocast(cfg.amp, info.device):
             teacher_logits = None
             if run.teacher is not None:
                 with torch.no_grad():
