@@ -28,6 +28,14 @@ def _spin() -> None:  # a CPU-bound competitor
         pass
 
 
+def _layer(numba) -> str:  # noqa: ANN001
+    """The numba threading layer in use, or "not started" when no parallel region has run yet."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "not started"
+
+
 def binary_macs(model) -> int:  # noqa: ANN001 - a PackedModel after one call
     """Binary multiply-accumulates per image of the model's sub-bit convs (9·c_in·c_out per output pixel)."""
     total = 0
@@ -94,7 +102,7 @@ def main() -> None:
             p.terminate()
     print(f"# resnet18_cifar width 1 tau 5, packed runtime; binary MACs/image {macs / 1e9:.3f} G; load {load0:.2f} "
           f"-> {os.getloadavg()[0]:.2f}; stress processes {args.stress}; numba {numba.__version__} "
-          f"({numba.threading_layer()}); wall clock median and min, process CPU time median, of interleaved calls")
+          f"({_layer(numba)}); wall clock median and min, process CPU time median, of interleaved calls")
     print("| batch | threads | ms/image | min ms/image | CPU ms/image | ÷ batch 1 (median; min; CPU) | ÷ 1 thread "
           "(median; min) | binary GMAC/s per core (min; CPU) |")
     print("|---|---|---|---|---|---|---|---|")
