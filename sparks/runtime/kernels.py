@@ -68,69 +68,57 @@ def _transpose_kernels(wp, c_in):
 
 
 @njit(cache=True)
-def _sweep4(acc, wt, xv, rows, p):
-    """acc[ox, co] += Σ_{j<4} popcount(xv[p+j, ox] ^ wt[rows[p+j], co]) for all ox; two pixels share a weight load."""
+def _sweep3(acc, wt, xv, rows, p):
+    """acc[ox, co] += Σ_{j<3} popcount(xv[p+j, ox] ^ wt[rows[p+j], co]) for all ox; two pixels share a weight load."""
     wo, c_out = acc.shape
-    w0, w1, w2, w3 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]], wt[rows[p + 3]]
+    w0, w1, w2 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]]
     ox = 0
     while ox + 2 <= wo:
-        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
-        b0, b1, b2, b3 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1], xv[p + 3, ox + 1]
+        a0, a1, a2 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox]
+        b0, b1, b2 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1]
         acc_a = acc[ox]
         acc_b = acc[ox + 1]
         for co in range(c_out):
-            v0, v1, v2, v3 = w0[co], w1[co], w2[co], w3[co]
-            acc_a[co] += popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2) + popcount64(a3 ^ v3)
-            acc_b[co] += popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2) + popcount64(b3 ^ v3)
+            v0, v1, v2 = w0[co], w1[co], w2[co]
+            acc_a[co] += popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2)
+            acc_b[co] += popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2)
         ox += 2
     if ox < wo:
-        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
+        a0, a1, a2 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox]
         acc_a = acc[ox]
         for co in range(c_out):
-            acc_a[co] += (
-                popcount64(a0 ^ w0[co]) + popcount64(a1 ^ w1[co]) + popcount64(a2 ^ w2[co]) + popcount64(a3 ^ w3[co])
-            )
+            acc_a[co] += popcount64(a0 ^ w0[co]) + popcount64(a1 ^ w1[co]) + popcount64(a2 ^ w2[co])
 
 
 @njit(cache=True)
-def _sweep1(acc, wt, xv, rows, p):
-    """acc[ox, co] += popcount(xv[p, ox] ^ wt[rows[p], co]): one leftover pair."""
+def _sweep9(acc, wt, xv, rows, p):
+    """:func:`_sweep3` over nine (tap, word) pairs, one 3×3 kernel's worth at 64 channels: a ninth of the
+    accumulator traffic per popcount, and no leftover pairs at the ResNet widths (9·words pairs per pixel)."""
     wo, c_out = acc.shape
-    w0 = wt[rows[p]]
-    for ox in range(wo):
-        a0 = xv[p, ox]
-        acc_a = acc[ox]
-        for co in range(c_out):
-            acc_a[co] += popcount64(a0 ^ w0[co])
-
-
-@njit(cache=True)
-def _sweep8(acc, wt, xv, rows, p):
-    """:func:`_sweep4` over eight (tap, word) pairs: half the accumulator traffic per popcount."""
-    wo, c_out = acc.shape
-    w0, w1, w2, w3 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]], wt[rows[p + 3]]
-    w4, w5, w6, w7 = wt[rows[p + 4]], wt[rows[p + 5]], wt[rows[p + 6]], wt[rows[p + 7]]
+    w0, w1, w2 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]]
+    w3, w4, w5 = wt[rows[p + 3]], wt[rows[p + 4]], wt[rows[p + 5]]
+    w6, w7, w8 = wt[rows[p + 6]], wt[rows[p + 7]], wt[rows[p + 8]]
     ox = 0
     while ox + 2 <= wo:
-        a0, a1, a2, a3 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox]
-        a4, a5, a6, a7 = xv[p + 4, ox], xv[p + 5, ox], xv[p + 6, ox], xv[p + 7, ox]
-        b0, b1, b2, b3 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1], xv[p + 3, ox + 1]
-        b4, b5, b6, b7 = xv[p + 4, ox + 1], xv[p + 5, ox + 1], xv[p + 6, ox + 1], xv[p + 7, ox + 1]
+        a0, a1, a2, a3, a4 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox], xv[p + 3, ox], xv[p + 4, ox]
+        a5, a6, a7, a8 = xv[p + 5, ox], xv[p + 6, ox], xv[p + 7, ox], xv[p + 8, ox]
+        b0, b1, b2, b3, b4 = xv[p, ox + 1], xv[p + 1, ox + 1], xv[p + 2, ox + 1], xv[p + 3, ox + 1], xv[p + 4, ox + 1]
+        b5, b6, b7, b8 = xv[p + 5, ox + 1], xv[p + 6, ox + 1], xv[p + 7, ox + 1], xv[p + 8, ox + 1]
         acc_a = acc[ox]
         acc_b = acc[ox + 1]
         for co in range(c_out):
-            v0, v1, v2, v3 = w0[co], w1[co], w2[co], w3[co]
-            v4, v5, v6, v7 = w4[co], w5[co], w6[co], w7[co]
-            acc_a[co] += (popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2) + popcount64(a3 ^ v3)) + (
-                popcount64(a4 ^ v4) + popcount64(a5 ^ v5) + popcount64(a6 ^ v6) + popcount64(a7 ^ v7)
-            )
-            acc_b[co] += (popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2) + popcount64(b3 ^ v3)) + (
-                popcount64(b4 ^ v4) + popcount64(b5 ^ v5) + popcount64(b6 ^ v6) + popcount64(b7 ^ v7)
-            )
+            v0, v1, v2, v3, v4 = w0[co], w1[co], w2[co], w3[co], w4[co]
+            v5, v6, v7, v8 = w5[co], w6[co], w7[co], w8[co]
+            acc_a[co] += ((popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2))
+                          + (popcount64(a3 ^ v3) + popcount64(a4 ^ v4) + popcount64(a5 ^ v5))
+                          + (popcount64(a6 ^ v6) + popcount64(a7 ^ v7) + popcount64(a8 ^ v8)))
+            acc_b[co] += ((popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2))
+                          + (popcount64(b3 ^ v3) + popcount64(b4 ^ v4) + popcount64(b5 ^ v5))
+                          + (popcount64(b6 ^ v6) + popcount64(b7 ^ v7) + popcount64(b8 ^ v8)))
         ox += 2
     if ox < wo:
-        _sweep4(acc[ox:], wt, xv[:, ox:], rows, p)
-        _sweep4(acc[ox:], wt, xv[:, ox:], rows, p + 4)
+        for q in range(p, p + 9, 3):
+            _sweep3(acc[ox:], wt, xv[:, ox:], rows, q)
 
 
 @njit(cache=True)
@@ -163,15 +151,12 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
     for o0 in range(0, wo, block):
         o1 = min(o0 + block, wo)
         p = 0
-        while p + 8 <= n_pairs:
-            _sweep8(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
-            p += 8
-        if p + 4 <= n_pairs:
-            _sweep4(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
-            p += 4
-        while p < n_pairs:  # at most three (two for the ResNet widths, 64·2^k channels)
-            _sweep1(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
-            p += 1
+        while p + 9 <= n_pairs:
+            _sweep9(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            p += 9
+        while p < n_pairs:  # n_pairs = 3·words·(in-image kernel rows): a multiple of 3
+            _sweep3(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            p += 3
     for ox in range(wo):
         n_cols_valid = 0
         for kx in range(3):
