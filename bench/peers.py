@@ -1,10 +1,14 @@
-"""Packed runtime vs ONNX Runtime fp32 and int8 (static QDQ) on resnet18_cifar, interleaved in one run.
+"""Packed runtime vs ONNX Runtime fp32/int8, Larq Compute Engine and torch.compile on resnet18_cifar, interleaved.
 
 Usage: .venv/bin/python bench/peers.py [--quick] [--threads 1 2] [--batches 1 32] [--repeats 10] [--json OUT.json]
+                                       [--lce-python /work/lce-venv/bin/python] [--torch-compile]
 Builds resnet18_cifar (width 1, τ=5, method sparks, seed 0), exports it to .sparks and its float-equivalent torch
 module to ONNX (fp32, and int8 by onnxruntime.quantization.quantize_static, QDQ, per-channel, MinMax calibration on
 --calib random images), then prints ms/image per (threads, batch, runtime) and the ratio to the packed runtime.
-Without onnxruntime/onnx (pip install -e '.[peers]') only the packed runtime is timed.
+Without onnxruntime/onnx (pip install -e '.[peers]') only the packed runtime is timed. --lce-python adds Larq Compute
+Engine 0.16 with use_indirect_bgemm (bench/lce_worker.py under that Python, in its own venv: docs/benchmarks.md);
+--torch-compile adds torch.compile (inductor) of the float-equivalent module, channels_last fp32 (compiling takes
+minutes). A peer that cannot run is skipped with one line.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--tau", type=int, default=5)
     parser.add_argument("--packed-only", action="store_true", help="skip the ONNX Runtime peers")
+    parser.add_argument("--lce-python", help="Python of a venv with tensorflow, larq, larq-compute-engine")
+    parser.add_argument("--torch-compile", action="store_true", help="add torch.compile channels_last fp32")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
 
     import numpy as np
     import torch
 
-    from sparks.bench.peers import bench_peers, export_onnx, format_peers, onnx_available
+    from sparks.bench.lce import start_lce
+    from sparks.bench.peers import Peer, TorchCompilePeer, bench_peers, export_onnx, format_peers, onnx_available
     from sparks.deploy.export import export
     from sparks.models import create
 
@@ -53,14 +60,26 @@ def main() -> None:
                 files = export_onnx(path, Path(tmp) / "resnet18_cifar.onnx", calib)
             else:
                 print("# onnxruntime/onnx not installed: timing the packed runtime only")
-        result = bench_peers(path, files, threads=args.threads, batches=args.batches,
-                             repeats=5 if args.quick else args.repeats)
+        peers: list[Peer] = []
+        lce = start_lce(args.lce_python, width=args.width)
+        if lce is not None:
+            peers.append(lce)
+        if args.torch_compile:
+            peers.append(TorchCompilePeer(path))
+        try:
+            result = bench_peers(path, files, threads=args.threads, batches=args.batches,
+                                 repeats=5 if args.quick else args.repeats, peers=peers)
+        finally:
+            for peer in peers:
+                peer.close()
     result["system"]["load_1min_start"] = load_start
     result["model"] = {"name": "resnet18_cifar", "width": args.width, "tau": args.tau, "method": "sparks"}
     s = result["system"]
     print(f"# resnet18_cifar width {args.width} tau {args.tau}; load {load_start:.2f} -> {s['load_1min']:.2f}; "
           f"{s['cpus_usable']} usable CPUs; numba {s['numba']} ({s['numba_threading_layer']}); "
           f"onnxruntime {s.get('onnxruntime', '-')}")
+    for name, info in s.get("peers", {}).items():
+        print(f"# {name}: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "ops"))
     print(format_peers(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -1,10 +1,12 @@
-"""The packed runtime against the runtimes a deployer would pick instead: ONNX Runtime fp32 and int8 (static QDQ).
+"""The packed runtime against the runtimes a deployer would pick instead: ONNX Runtime fp32 and int8 (static QDQ),
+and opt-in peers: Larq Compute Engine (:mod:`sparks.bench.lce`, in its own Python) and torch.compile.
 
 Every runtime runs the same network (the ``.sparks`` file, and for ONNX its float-equivalent torch module
-:func:`~sparks.bench.modelbench.float_baseline` exported with ``torch.onnx.export``) on the same inputs; all are timed
-interleaved in one loop, round-robin per repeat, each timed call after an untimed one of the same runtime (so that the
-spinning worker threads of the previous one do not steal the cores). ``onnxruntime``/``onnx`` are an optional extra
-(``pip install sparks[peers]``): without them only the packed runtime is timed.
+:func:`~sparks.bench.modelbench.float_baseline` exported with ``torch.onnx.export``) on the same input shapes; all are
+timed interleaved in one loop, round-robin per repeat, each timed call after an untimed one of the same runtime (so
+that the spinning worker threads of the previous one do not steal the cores). ``onnxruntime``/``onnx`` are an optional
+extra (``pip install sparks[peers]``): without them only the packed runtime is timed. A runtime in another process
+times itself (:class:`SelfTimed`), so the pipe's round trip is not counted.
 """
 
 from __future__ import annotations
@@ -13,24 +15,59 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from sparks.runtime.threads import available_cpus
 
 
+class SelfTimed:
+    """A runner that measures its own call (e.g. inside a worker process): calling it runs one inference and returns
+    the seconds it took, which :func:`interleaved_times` records instead of its own clock."""
+
+    def __init__(self, fn: Callable[[], float]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> float:
+        return float(self.fn())
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer runtime cannot run here (not installed, failed to start, compile or convert); the message is one line
+    for the benchmark's skip note."""
+
+
+class Peer(Protocol):
+    """An opt-in peer runtime for :func:`bench_peers`: ``runner`` builds (untimed) what one timed call runs."""
+
+    name: str
+    size_bytes: int
+    info: dict[str, Any]
+
+    def runner(self, threads: int, x: np.ndarray) -> Callable[[], Any]:
+        """A zero-argument call that infers on ``x``'s shape with ``threads`` threads (a :class:`SelfTimed` if the
+        peer times itself); raises :class:`PeerUnavailable` if this configuration cannot run."""
+        ...
+
+    def close(self) -> None:
+        """Release processes or caches."""
+        ...
+
+
 def interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per timed call of each function, measured round-robin: ``warmup`` untimed rounds, then ``repeats``
-    rounds of (untimed call, timed call) per function."""
+    rounds of (untimed call, timed call) per function. A :class:`SelfTimed` function's timed call returns its own
+    seconds, which are recorded instead of the wall clock around the call."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():
             fn()
             t0 = time.perf_counter()
-            fn()
+            out = fn()
+            dt = out if isinstance(fn, SelfTimed) else time.perf_counter() - t0
             if i >= warmup:
-                samples[name].append(time.perf_counter() - t0)
+                samples[name].append(dt)
     return samples
 
 
@@ -101,9 +138,11 @@ def ort_session(path: str | Path, threads: int) -> Callable[[np.ndarray], np.nda
 
 
 def bench_peers(sparks_path: str | Path, files: dict[str, Path], threads: Sequence[int] = (1, 2),
-                batches: Sequence[int] = (1, 32), repeats: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Time the packed runtime and every model in ``files`` ({name: .onnx path}) at each (threads, batch), all
-    runtimes interleaved per configuration → {"rows": [...], "files": {name: bytes}, "system": {...}}.
+                batches: Sequence[int] = (1, 32), repeats: int = 10, seed: int = 0, peers: Sequence[Peer] = (),
+                print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Time the packed runtime, every model in ``files`` ({name: .onnx path}) and every opt-in peer at each
+    (threads, batch), all runtimes interleaved per configuration → {"rows": [...], "files": {name: bytes},
+    "system": {...}}. A peer that cannot run a configuration is skipped there with one ``print_fn`` line.
 
     Each row: threads, batch, runtime, median_ms_per_image, min_ms_per_image, ratio (median / packed median)."""
     from sparks.deploy.format import read_sparks
@@ -120,15 +159,80 @@ def bench_peers(sparks_path: str | Path, files: dict[str, Path], threads: Sequen
         for b in batches:
             x = rng.standard_normal((b, c, h, w)).astype(np.float32)
             reps = repeats if b == 1 else max(3, repeats // 3)
-            samples = interleaved_times({k: (lambda f=f, x=x: f(x)) for k, f in runners.items()}, reps)
+            fns: dict[str, Callable[[], Any]] = {k: (lambda f=f, x=x: f(x)) for k, f in runners.items()}
+            for peer in peers:
+                try:
+                    fns[peer.name] = peer.runner(t, x)
+                except PeerUnavailable as e:
+                    print_fn(f"# {peer.name} skipped at {t} threads, batch {b}: {e}")
+            samples = interleaved_times(fns, reps)
             base = float(np.median(samples["sparks-packed"]))
             for name, s in samples.items():
                 rows.append({"threads": t, "batch": b, "runtime": name,
                              "median_ms_per_image": float(np.median(s)) * 1e3 / b,
                              "min_ms_per_image": float(np.min(s)) * 1e3 / b,
                              "ratio": float(np.median(s)) / base})
-    sizes = {"sparks-packed": os.path.getsize(sparks_path), **{k: os.path.getsize(p) for k, p in files.items()}}
-    return {"rows": rows, "files": sizes, "system": system_info()}
+    sizes = {"sparks-packed": os.path.getsize(sparks_path), **{k: os.path.getsize(p) for k, p in files.items()},
+             **{p.name: p.size_bytes for p in peers}}
+    system = system_info()
+    if peers:
+        system["peers"] = {p.name: p.info for p in peers}
+    return {"rows": rows, "files": sizes, "system": system}
+
+
+class TorchCompilePeer:
+    """torch.compile (inductor, static shapes) of the float-equivalent module, channels_last fp32, inference mode.
+
+    Compiled once per thread count (inductor bakes the OpenMP thread count into its kernels) and warmed up per batch
+    outside the timing; ``torch.set_num_threads`` is process-wide, which the other runtimes do not read."""
+
+    name = "torch-compile"
+
+    def __init__(self, sparks_path: str | Path) -> None:
+        import io
+
+        import torch
+
+        from sparks.bench.modelbench import float_baseline
+        from sparks.deploy.load import load
+
+        self.model = float_baseline(load(sparks_path, runtime="torch")).eval().to(memory_format=torch.channels_last)
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        self.size_bytes = len(buf.getvalue())
+        self.info: dict[str, Any] = {"torch": torch.__version__}
+        self.threads: int | None = None
+        self.compiled: Any = None
+
+    def runner(self, threads: int, x: np.ndarray) -> Callable[[], Any]:
+        """Compile for ``threads`` if needed, warm up on ``x``'s shape, and return the timed call."""
+        import torch
+
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            torch._dynamo.reset()
+            self.compiled, self.threads = torch.compile(self.model, dynamic=False), threads
+        xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        compiled = self.compiled
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return compiled(xt)
+
+        try:
+            call()
+        except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler: one line, not a traceback
+            self.threads = None
+            first = (str(e).splitlines() or [""])[0][:200]
+            raise PeerUnavailable(f"torch.compile failed: {type(e).__name__}: {first}") from e
+        return call
+
+    def close(self) -> None:
+        """Drop the compiled graphs."""
+        import torch
+
+        self.compiled, self.threads = None, None
+        torch._dynamo.reset()
 
 
 def system_info() -> dict[str, Any]:
