@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--packed-only", action="store_true", help="skip the ONNX Runtime peers")
     parser.add_argument("--lce-python", help="Python of a venv with tensorflow, larq, larq-compute-engine")
     parser.add_argument("--torch-compile", action="store_true", help="add torch.compile channels_last fp32")
+    parser.add_argument("--stress", type=int, default=0, help="CPU-bound competitor processes during the timing")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
 
@@ -42,7 +43,15 @@ def main() -> None:
     import torch
 
     from sparks.bench.lce import start_lce
-    from sparks.bench.peers import Peer, TorchCompilePeer, bench_peers, export_onnx, format_peers, onnx_available
+    from sparks.bench.peers import (
+        Peer,
+        TorchCompilePeer,
+        bench_peers,
+        competitors,
+        export_onnx,
+        format_peers,
+        onnx_available,
+    )
     from sparks.deploy.export import export
     from sparks.models import create
 
@@ -67,15 +76,18 @@ def main() -> None:
         if args.torch_compile:
             peers.append(TorchCompilePeer(path))
         try:
-            result = bench_peers(path, files, threads=args.threads, batches=args.batches,
-                                 repeats=5 if args.quick else args.repeats, peers=peers)
+            with competitors(args.stress):
+                result = bench_peers(path, files, threads=args.threads, batches=args.batches,
+                                     repeats=5 if args.quick else args.repeats, peers=peers)
         finally:
             for peer in peers:
                 peer.close()
     result["system"]["load_1min_start"] = load_start
+    result["system"]["stress_processes"] = args.stress
     result["model"] = {"name": "resnet18_cifar", "width": args.width, "tau": args.tau, "method": "sparks"}
     s = result["system"]
     print(f"# resnet18_cifar width {args.width} tau {args.tau}; load {load_start:.2f} -> {s['load_1min']:.2f}; "
+          f"{args.stress} CPU-bound competitor processes; "
           f"{s['cpus_usable']} usable CPUs; numba {s['numba']} ({s['numba_threading_layer']}); "
           f"onnxruntime {s.get('onnxruntime', '-')}")
     for name, info in s.get("peers", {}).items():

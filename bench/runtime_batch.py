@@ -10,7 +10,6 @@ busy-loop processes during the whole-model timing (the "another CPU-bound proces
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -21,11 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LAYERS = [(256, 256, 14, 14), (64, 64, 32, 32)]  # c_in, c_out, h, w; stride 1
 PEAK_NOTE = "issue 12's rough limit: 512 MACs per AVX-512 xor/popcount/add triple, ~2 vector ops/cycle ≈ 1.1e12/s/core"
-
-
-def _spin() -> None:  # a CPU-bound competitor
-    while True:
-        pass
 
 
 def _layer(numba) -> str:  # noqa: ANN001
@@ -51,7 +45,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (finishes in < 2 minutes)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls at batch 1 (fewer for larger batches)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per (batch, threads)")
     parser.add_argument("--stress", type=int, default=0, help="CPU-bound competitor processes during the model timing")
     args = parser.parse_args()
 
@@ -59,7 +53,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from sparks.bench.peers import interleaved_times
+    from sparks.bench.peers import competitors, interleaved_times
     from sparks.deploy.export import export
     from sparks.deploy.format import read_sparks
     from sparks.runtime import PackedModel, kernels
@@ -67,39 +61,34 @@ def main() -> None:
     torch.manual_seed(0)
     from sparks.models import create
 
-    reps = 8 if args.quick else args.repeats
+    reps = 6 if args.quick else args.repeats
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r18.sparks"
         export(create("resnet18_cifar", tau=5, method="sparks", width=1.0), path)
         meta, tensors = read_sparks(path)
-    models = {t: PackedModel(meta, tensors, threads=t) for t in args.threads}
+    # one model for every configuration (its thread count set per call): two models would each evict the other's
+    # weights from the caches between interleaved calls and inflate the batch-1 times (2.4 against 1.5 ms measured)
+    model = PackedModel(meta, tensors, threads=1)
     rng = np.random.default_rng(0)
     xs = {b: rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in args.batches}
-    for m in models.values():
-        m(xs[args.batches[0]])
-    macs = binary_macs(next(iter(models.values())))
+    model(xs[args.batches[0]])
+    macs = binary_macs(model)
     load0 = os.getloadavg()[0]
-    spinners = [mp.Process(target=_spin, daemon=True) for _ in range(args.stress)]
-    for p in spinners:
-        p.start()
-    try:
-        res = {}
-        for b in args.batches:
-            n = max(3, reps * 2 // (1 + b // 4)) if b > 1 else reps
-            cpu: dict[int, list[float]] = {t: [] for t in models}
+    configs = [(b, t) for b in args.batches for t in args.threads]
+    cpu: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
 
-            def timed(t: int, x: np.ndarray, cpu: dict[int, list[float]] = cpu) -> None:
-                c0 = time.process_time()
-                models[t](x)
-                cpu[t].append(time.process_time() - c0)
+    def timed(b: int, t: int) -> None:
+        model.threads = t
+        c0 = time.process_time()
+        model(xs[b])
+        cpu[(b, t)].append(time.process_time() - c0)
 
-            s = interleaved_times({t: (lambda t=t, x=xs[b]: timed(t, x)) for t in models}, n)
-            for t, v in s.items():
-                c = cpu[t][1::2]  # the timed calls (each follows an untimed one)
-                res[(b, t)] = (float(np.median(v)) * 1e3 / b, float(np.min(v)) * 1e3 / b, float(np.median(c)) * 1e3 / b)
-    finally:
-        for p in spinners:
-            p.terminate()
+    with competitors(args.stress):  # all configurations round-robin, so that drifting load hits each alike
+        s = interleaved_times({c: (lambda c=c: timed(*c)) for c in configs}, reps)
+    res = {}
+    for (b, t), v in s.items():
+        c = cpu[(b, t)][1::2]  # the timed calls (each follows an untimed one)
+        res[(b, t)] = (float(np.median(v)) * 1e3 / b, float(np.min(v)) * 1e3 / b, float(np.median(c)) * 1e3 / b)
     print(f"# resnet18_cifar width 1 tau 5, packed runtime; binary MACs/image {macs / 1e9:.3f} G; load {load0:.2f} "
           f"-> {os.getloadavg()[0]:.2f}; stress processes {args.stress}; numba {numba.__version__} "
           f"({_layer(numba)}); wall clock median and min, process CPU time median, of interleaved calls")

@@ -11,9 +11,11 @@ times itself (:class:`SelfTimed`), so the pipe's round trip is not counted.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -261,3 +263,23 @@ def format_peers(result: dict[str, Any]) -> str:
         lines.append(f"| {r['threads']} | {r['batch']} | {r['runtime']} | {r['median_ms_per_image']:.3f} | "
                      f"{r['min_ms_per_image']:.3f} | {r['ratio']:.2f}× | {size:.2f} |")
     return "\n".join(lines)
+
+
+def _spin() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+@contextmanager
+def competitors(n: int) -> Iterator[None]:
+    """Run ``n`` CPU-bound busy-loop processes for the duration of the block: the "another CPU-bound process is
+    running" case of the loaded-machine timings."""
+    procs = [mp.Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()
