@@ -168,6 +168,24 @@ def test_one_training_step_uses_one_host_transfer_for_all_layers(monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_snn_training_step_syncs_only_on_update_steps(monkeypatch):
+    """SNN counts its steps on the host: a step between updates reads nothing back (nor compares tensors); an update
+    step reads each layer's proxies once (the duplicate search of the refill)."""
+    x, y = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(0)
+    model = create("resnet18_cifar", width=0.125, tau=5, method="snn", refine_every=3).train()
+    k = len(list(subbit_layers(model)))
+    one_step(model, x, y, refresh=False)
+    equal, compared = torch.equal, Counter()
+    for update in (False, True):  # steps 2 and 3: between updates, then an update
+        compared.clear()
+        with count_host_syncs(monkeypatch) as counts:
+            monkeypatch.setattr(torch, "equal", lambda *a: compared.update(["equal"]) or equal(*a))
+            one_step(model, x, y, refresh=False)
+        assert compared["equal"] == 0, compared
+        assert dict(counts) == ({"tolist": k} if update else {}), counts
+
+
 @pytest.mark.cuda
 @NEEDS_CUDA
 def test_cuda_training_step_syncs_once(monkeypatch):

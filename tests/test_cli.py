@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -219,6 +220,25 @@ def test_wrong_file_messages_say_what_it_is_and_what_to_do(tmp_path, capsys, mon
     assert main(["run", "--model", "notes.txt"]) == 2
     assert "notes.txt is not a .sparks model (it is a text file)" in one_line(capsys)
     assert not Path("x.sparks").exists() and not Path("a").exists()
+
+
+def test_load_checkpoint_gives_api_callers_the_clis_wrong_file_line(tmp_path, capsys, monkeypatch):
+    from sparks.errors import CheckpointError
+    from sparks.train.checkpoint import load_checkpoint, load_model
+
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("my notes\n")
+    _fake_sparks(Path("model.sparks"))
+    torch.save({"a": 1}, "legacy.pt", _use_new_zipfile_serialization=False)
+    Path("dir.pt").mkdir()
+    for name in ("model.sparks", "notes.txt", "legacy.pt", "dir.pt", "missing.pt"):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(name)
+        assert main(["eval", "--checkpoint", name]) == 2
+        assert one_line(capsys) == f"sparks eval: error: {err.value}", name
+        with pytest.raises(CheckpointError, match=re.escape(str(err.value))):
+            load_model(name)
+    assert str(err.value) == "missing.pt does not exist"
 
 
 def test_unwritable_outputs_are_refused_before_loading(tmp_path, capsys):

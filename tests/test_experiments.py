@@ -207,3 +207,40 @@ def test_tiny_cifar10_grid_end_to_end_resumes(tmp_path, capsys, monkeypatch):
     assert cli_main(["sweep", str(path), "--report-only", "--runs-dir", str(tmp_path / "gone")]) == 0
     assert cli_main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert "grid file" in capsys.readouterr().err
+
+
+def test_a_diverged_run_exits_3_and_is_recorded_apart_from_failures(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    from sparks.experiments import worker
+    from sparks.train.guard import EXIT_DIVERGED, TrainingDiverged
+
+    def diverging(run_dir):
+        raise TrainingDiverged("training diverged: train loss nan at epoch 1; last good checkpoint: none written yet")
+
+    # The worker exits as `sparks train` does for a diverged run; other failures keep their codes.
+    monkeypatch.setattr(worker, "run_one", diverging)
+    assert worker.main([str(tmp_path)]) == EXIT_DIVERGED == 3
+    assert "training diverged" in capsys.readouterr().err
+    # The runner reads the worker's exit code: 3 is "diverged", any other non-zero code "failed".
+    for code, status in ((0, "ok"), (EXIT_DIVERGED, "diverged"), (1, "failed"), (2, "failed")):
+        monkeypatch.setattr(runner.subprocess, "run", lambda *a, code=code, **k: subprocess.CompletedProcess(a, code))
+        assert runner._launch(tmp_path / "w", {"run_hash": "h", "config": {}}, None) == status
+    monkeypatch.undo()
+    # In a grid (in process here): topn diverges, random fails otherwise; both are reported, each in its own list.
+
+    def fake_run_one(run_dir):
+        if Path(run_dir).name.startswith("topn"):
+            diverging(run_dir)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    path = _grid_file(tmp_path, tmp_path)
+    (tmp_path / "step1").mkdir()
+    (tmp_path / "step1" / "last.pt").write_bytes(b"x")  # hashed only: no run trains here
+    capsys.readouterr()
+    assert cli_main(["sweep", str(path), "--jobs", "0", "--seeds", "0", "--no-report"]) == 1
+    out = capsys.readouterr().out
+    assert "0 recorded, 0 skipped, 1 diverged, 1 failed" in out
+    assert "  diverged: topn τ=4 seed=0" in out and "  failed: random τ=4 seed=0" in out
+    assert "TrainingDiverged: training diverged" in next((tmp_path / "runs").glob("topn_*/log.txt")).read_text()

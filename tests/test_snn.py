@@ -74,3 +74,39 @@ def test_snn_proxies_train_at_the_model_learning_rate():
     model = torch.nn.Sequential(SubBitConv2d(4, 4, tau=3, method="snn"), SubBitConv2d(4, 4, tau=3, method="sparks"))
     params = selection_parameters(model)
     assert len(params) == 1 and params[0] is model[1].quantizer.selector.scores
+
+
+def _train(layer, steps, start=0):
+    """``steps`` training steps (sign-SGD on every parameter) from step ``start``; per step, whether the proxies got
+    a gradient and the sub-codebook after it. Before update steps 10 and 20 two rows are made equal, so the refill
+    draws random codewords (seeded by the step count)."""
+    record = []
+    for s in range(start + 1, start + steps + 1):
+        if s in (10, 20):
+            with torch.no_grad():
+                layer.quantizer.proxies[1] = layer.quantizer.proxies[0]
+        grad = step(layer, s)
+        with torch.no_grad():
+            for p in layer.parameters():
+                if p.grad is not None:
+                    p.sub_(0.05 * p.grad.sign())
+                    p.grad = None
+        record.append((grad is not None and bool(grad.abs().sum() > 0), layer.quantizer.memory.clone()))
+    return record
+
+
+def test_resume_from_a_state_dict_gives_the_same_schedule_and_draws():
+    straight = snn_layer(tau=3, refine_every=5)
+    expected = _train(straight, 24)
+    assert [updated for updated, _ in expected] == [s % 5 == 0 for s in range(1, 25)]
+    first = snn_layer(tau=3, refine_every=5)
+    got = _train(first, 12)
+    resumed = snn_layer(seed=7, tau=3, refine_every=5)  # another start and layer seed: all must come from the load
+    resumed.load_state_dict(first.state_dict())
+    got += _train(resumed, 12, start=12)
+    assert [u for u, _ in got] == [u for u, _ in expected]
+    for s, ((_, a), (_, b)) in enumerate(zip(got, expected, strict=True), start=1):
+        assert torch.equal(a, b), f"sub-codebook differs after step {s}"
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert int(resumed.quantizer.steps) == resumed.quantizer.step_count() == 24

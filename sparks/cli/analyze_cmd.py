@@ -44,9 +44,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     out = Path(args.out)
     check_output_dir(out)
-    from sparks.filekind import expect_checkpoint
-
-    expect_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
     result = analyze(model, tau_max=args.tau_max, top=args.top)
     if args.layer and args.layer not in {e["name"] for e in result["layers"]}:

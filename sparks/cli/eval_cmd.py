@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparks.errors import UsageError
-    from sparks.filekind import expect_checkpoint
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
     from sparks.train.data import DATASETS, build_datasets
     from sparks.train.distributed import DistInfo, resolve_device
@@ -40,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     if args.val_fraction is not None and args.val_fraction >= 1:
         raise UsageError(f"--val-fraction must be a number in [0, 1), got {args.val_fraction}")
     set_threads(args.threads)
-    expect_checkpoint(args.checkpoint)
     state = load_checkpoint(args.checkpoint)
     stored = dict(state.get("config") or {})
     dataset = args.dataset or stored.get("dataset")

@@ -25,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from sparks.complexity import summary
     from sparks.deploy.export import export
     from sparks.errors import UsageError
-    from sparks.filekind import expect_checkpoint
     from sparks.train.checkpoint import load_checkpoint, model_from_checkpoint
     from sparks.train.config import check_output_dir, split_record
 
@@ -35,7 +34,6 @@ def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a directory; give a file name such as {args.out}/model.sparks")
     check_output_dir(out_dir, shown=args.out)
-    expect_checkpoint(args.checkpoint)
     state = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state, args.checkpoint).eval()
     model.checkpoint_data = state.get("data") or {}

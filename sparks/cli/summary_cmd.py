@@ -28,10 +28,8 @@ def build_model(args: argparse.Namespace):
     """The model the arguments name: from ``--checkpoint`` (other model flags must agree with it) or ``--arch``."""
     requested = {"tau": args.tau, "method": args.method, "width": args.width, "num_classes": args.num_classes}
     if args.checkpoint:
-        from sparks.filekind import expect_checkpoint
         from sparks.train.checkpoint import load_model
 
-        expect_checkpoint(args.checkpoint)
         model = load_model(args.checkpoint)
         name = getattr(model, "model_name", None)
         stored = getattr(model, "model_args", {}) or {}

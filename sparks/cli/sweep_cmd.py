@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="dataset folder instead of the grid file's")
     parser.add_argument("--device", help="training device instead of the grid file's (cpu, cuda, ...)")
     parser.add_argument("--json", action="store_true",
-                        help='print {"recorded": [..], "skipped": [..], "failed": [..]} as JSON (progress to stderr)')
+                        help='print {"recorded": [..], "skipped": [..], "failed": [..], "diverged": [..]} as JSON '
+                             '(progress to stderr)')
     parser.set_defaults(func=run)
 
 
@@ -76,10 +77,12 @@ def _sweep(args: argparse.Namespace, spec: object) -> tuple[int, object]:
         if args.dry_run:
             return 0, outcome
         print(f"grid {spec.name}: {len(outcome.recorded)} recorded, {len(outcome.skipped)} skipped, "
-              f"{len(outcome.failed)} failed")
+              f"{len(outcome.diverged)} diverged, {len(outcome.failed)} failed")
+        for diverged in outcome.diverged:
+            print(f"  diverged: {diverged}")
         for failed in outcome.failed:
             print(f"  failed: {failed}")
-        status = 1 if outcome.failed else 0
+        status = 1 if outcome.failed or outcome.diverged else 0
     if not args.no_report:
         write_report(spec.name, spec.csv, spec.doc, spec.plots, spec.compare)
         print(f"report: {spec.doc} (section {spec.name}), plots {spec.plots}_bits.png and {spec.plots}_bops.png")

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparks.filekind import expect_checkpoint
+    from sparks.train.guard import EXIT_DIVERGED
     from sparks.train.loop import TrainingDiverged, train
 
     overrides = load_yaml(args.config) if args.config else {}
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         if os.environ.get("RANK", "0") == "0":  # every DDP rank stops; only the main one says why
             print(f"sparks train: error: {err}", file=sys.stderr)
-        return 3
+        return EXIT_DIVERGED
     if args.json and os.environ.get("RANK", "0") == "0":
         print_json(result.metrics)
     return 0

@@ -229,8 +229,32 @@ class RandomSelection(_FixedSelection):
         self.selected.copy_(torch.randperm(NUM_CODEWORDS, generator=generator)[: self.n])
 
 
+class StepCounter(nn.Module):
+    """Mixin for a method with a ``steps`` buffer (training forwards so far) and a host copy of it, so that counting
+    and reading a step costs no device→host sync; the buffer is read once after a ``load_state_dict`` (a resume)."""
+
+    _host_steps: int | None = 0  # the host copy; None: ``steps`` may have changed, read it on next use
+
+    def step_count(self) -> int:
+        """Training steps so far (the ``steps`` buffer, read from the device once after a load)."""
+        if self._host_steps is None:
+            self._host_steps = int(self.steps)
+        return self._host_steps
+
+    def count_step(self) -> int:
+        """Add one training step to ``steps`` (on its device, no sync) and return the new count."""
+        count = self.step_count() + 1
+        self.steps += 1
+        self._host_steps = count
+        return count
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_steps = None  # ``steps`` may have changed
+
+
 @register_method("sparks")
-class SparksSelection(WeightMethod):
+class SparksSelection(StepCounter, WeightMethod):
     """Learned selection with Gumbel-Sinkhorn and PSTE (the Sparks method), with exact acceptance of switches.
 
     The scores learn from the PSTE gradient (Gumbel noise on the soft path) and propose a selection every training
@@ -273,8 +297,7 @@ class SparksSelection(WeightMethod):
         self.min_gain = min_gain
         self.selector = GumbelSinkhornSelector(self.n, sinkhorn_iters=sinkhorn_iters, noise=noise,
                                                init_margin=init_margin, switch_margin=switch_margin)
-        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
-        self._host_steps: int | None = 0  # host copy of ``steps``: reading the buffer would sync a GPU every step
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))  # counted by StepCounter, no sync
         self.register_buffer("reference", torch.arange(self.n, dtype=torch.int64))  # the tracked best-swap optimum
         self.register_buffer("grad_energy", torch.zeros(0), persistent=False)
 
@@ -299,16 +322,6 @@ class SparksSelection(WeightMethod):
         energy = self.grad_energy if self.weighting == "grad" and self.grad_energy.numel() else None
         kernels = scaled_kernels(weight, None if energy is None else energy / energy.mean().clamp_min(1e-30))
         return sample_rows(kernels, self.max_kernels, seed=self.step_count())
-
-    def step_count(self) -> int:
-        """Training steps so far (the ``steps`` buffer, read from the device once after a load)."""
-        if self._host_steps is None:
-            self._host_steps = int(self.steps)
-        return self._host_steps
-
-    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._host_steps = None  # ``steps`` may have changed
 
     def _realign(self, old: torch.Tensor, new: torch.Tensor, rejected: torch.Tensor | None = None) -> None:
         """Scores follow the selection: a row that switched swaps its two scores; a vetoed proposal drops by κ."""
@@ -349,9 +362,7 @@ class SparksSelection(WeightMethod):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         training = self.training and torch.is_grad_enabled() and self.selector.scores.requires_grad
         if training:
-            count = self.step_count() + 1
-            self.steps += 1
-            self._host_steps = count
+            count = self.count_step()
             if self.exact and self.reselect_every and count % self.reselect_every == 0:
                 self.reselect(weight)
             v = self.selector(self._accept(weight))

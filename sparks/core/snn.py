@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from sparks.core.codebook import CODE_LENGTH, NUM_CODEWORDS, full_codebook, kernel_to_index
-from sparks.core.methods import WeightMethod, register_method
+from sparks.core.methods import StepCounter, WeightMethod, register_method
 
 
 @register_method("snn")
-class SNNCodewords(WeightMethod):
+class SNNCodewords(StepCounter, WeightMethod):
     """SNN baseline as yikaiw/SNN's step-2 code does it (``Binarize`` in step2/modules/binarize.py).
 
     * Real codeword proxies C (n × 9), started at n distinct codewords drawn at random, a different draw per layer
@@ -34,7 +34,7 @@ class SNNCodewords(WeightMethod):
         self.clamp = clamp
         self.proxies = nn.Parameter(torch.zeros(self.n, CODE_LENGTH))
         self.register_buffer("memory", torch.ones(self.n, CODE_LENGTH))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))  # counted by StepCounter, no sync
         # Per-layer seed: the run's global RNG stream (distinct per layer) mixed with ``seed``.
         layer_seed = int(torch.randint(0, 2**31 - 1, ())) + 1_000_003 * int(seed)
         self.register_buffer("layer_seed", torch.tensor(layer_seed, dtype=torch.int64))
@@ -48,13 +48,15 @@ class SNNCodewords(WeightMethod):
             self.proxies.copy_(full_codebook()[chosen].to(self.proxies.device))
             self.memory.copy_(self.proxies)
             self.steps.zero_()
+        self._host_steps = 0
 
     @torch.no_grad()
-    def _update_memory(self) -> None:
-        """memory = sign(C) where |C| ≥ ``memory_eps``; written only on change, so eval caches stay valid."""
+    def _update_memory(self, only_on_change: bool = True) -> None:
+        """memory = sign(C) where |C| ≥ ``memory_eps``; written only on change, so eval caches stay valid (training
+        passes ``only_on_change=False``: the comparison would sync a GPU, and no cache is read there)."""
         sign = torch.where(self.proxies >= 0, 1.0, -1.0)
         new = torch.where(self.proxies.abs() < self.memory_eps, self.memory, sign)
-        if not torch.equal(new, self.memory):
+        if not only_on_change or not torch.equal(new, self.memory):
             self.memory.copy_(new)
 
     @torch.no_grad()
@@ -69,7 +71,7 @@ class SNNCodewords(WeightMethod):
                 keep.append(row)
             seen.add(index)
         if len(keep) < self.n:
-            draw = torch.randperm(NUM_CODEWORDS, generator=self._generator(int(self.steps))).tolist()
+            draw = torch.randperm(NUM_CODEWORDS, generator=self._generator(self.step_count())).tolist()
             unused = [i for i in draw if i not in seen][: self.n - len(keep)]
             book = full_codebook().to(self.proxies.device)
             self.proxies.data = torch.cat([self.proxies.data[keep], book[unused]])
@@ -79,11 +81,11 @@ class SNNCodewords(WeightMethod):
         if not (self.training and torch.is_grad_enabled()):
             self._update_memory()  # SNN's forward refreshes the memory from C (eval included)
             return self.memory
-        self._update_memory()
-        self.steps += 1
+        self._update_memory(only_on_change=False)
+        step = self.count_step()  # no sync: only an update step reads the device (refine's duplicate search)
         straight_through = self.proxies - self.proxies.detach()
-        if int(self.steps) % self.refine_every:
-            if int(self.steps) < self.refine_every and not _distributed():
+        if step % self.refine_every:
+            if step < self.refine_every and not _distributed():
                 # before its first update SNN's proxies have no gradient (Adam skips them); under DDP every
                 # parameter must take part in each backward, so there they get the all-zero gradient instead
                 return self.memory

@@ -23,17 +23,20 @@ from sparks.errors import UsageError
 from sparks.experiments.ledger import append_rows, finished_hashes
 from sparks.experiments.spec import ONE_TAU_METHODS, GridSpec, RunSpec, expand, file_digest, step1_path
 from sparks.experiments.worker import RESULT_FILE, RUN_FILE, run_one
+from sparks.train.guard import EXIT_DIVERGED, TrainingDiverged
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
 class GridOutcome:
-    """What :func:`run_grid` did: run labels skipped (already recorded), recorded now, and failed (with log paths)."""
+    """What :func:`run_grid` did: run labels skipped (already recorded), recorded now, diverged (stopped by the
+    divergence guard, exit code 3) and failed otherwise (the last two with log paths)."""
 
     skipped: list[str] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
 
 
 def git_commit(repo: Path = PACKAGE_ROOT) -> str:
@@ -56,9 +59,9 @@ def _worker_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def _launch(run_dir: Path, info: dict[str, Any], threads: int | None, in_process: bool = False) -> bool:
+def _launch(run_dir: Path, info: dict[str, Any], threads: int | None, in_process: bool = False) -> str:
     """Write ``run.json`` and run the worker on it, as a subprocess with its output in ``run_dir/log.txt`` or, with
-    ``in_process``, in this process (tests, debugging); True when it succeeded."""
+    ``in_process``, in this process (tests, debugging); ``"ok"``, ``"diverged"`` or ``"failed"``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_FILE).write_text(json.dumps(info, indent=1, default=str) + "\n")
     with open(run_dir / "log.txt", "a") as log:
@@ -69,11 +72,11 @@ def _launch(run_dir: Path, info: dict[str, Any], threads: int | None, in_process
                 run_one(run_dir)
             except Exception as err:  # noqa: BLE001 - a failed run is reported and the grid goes on
                 log.write(f"error: {type(err).__name__}: {err}\n")
-                return False
-            return True
+                return "diverged" if isinstance(err, TrainingDiverged) else "failed"
+            return "ok"
         proc = subprocess.run([sys.executable, "-m", "sparks.experiments.worker", str(run_dir)], stdout=log,
                               stderr=subprocess.STDOUT, env=_worker_env(threads), cwd=str(PACKAGE_ROOT))
-    return proc.returncode == 0
+    return {0: "ok", EXIT_DIVERGED: "diverged"}.get(proc.returncode, "failed")
 
 
 def ensure_step1(spec: GridSpec, log: Callable[[str], None] = print, in_process: bool = False) -> dict[int, str]:
@@ -90,8 +93,9 @@ def ensure_step1(spec: GridSpec, log: Callable[[str], None] = print, in_process:
             step1_seed = seed if "{seed}" in spec.step1_checkpoint else spec.step1_train.get("seed", 0)
             config = {**spec.train, "method": "float", **spec.step1_train, "seed": step1_seed}
             log(f"step 1: training {path} ({config.get('epochs')} epochs, method {config['method']})")
-            if not _launch(path.parent, {"run_hash": "step1", "config": config}, config.get("threads"), in_process):
-                raise UsageError(f"step-1 training failed; see {path.parent / 'log.txt'}")
+            status = _launch(path.parent, {"run_hash": "step1", "config": config}, config.get("threads"), in_process)
+            if status != "ok":
+                raise UsageError(f"step-1 training {status}; see {path.parent / 'log.txt'}")
         digests[seed] = file_digest(path)
     return digests
 
@@ -167,12 +171,13 @@ def run_grid(spec: GridSpec, jobs: int = 1, labels: list[str] | None = None, tau
             start = time.time()
             with lock:
                 log(f"start  {name} -> {run_dir}")
-            ok = _launch(run_dir, asdict(run), run.config.get("threads"), in_process=jobs == 0)
-            result = _recorded_result(run_dir, run) if ok else None
+            status = _launch(run_dir, asdict(run), run.config.get("threads"), in_process=jobs == 0)
+            result = _recorded_result(run_dir, run) if status == "ok" else None
             if result is None:
                 with lock:
-                    outcome.failed.append(f"{name} (log: {run_dir / 'log.txt'})")
-                    log(f"FAILED {name}: see {run_dir / 'log.txt'}")
+                    (outcome.diverged if status == "diverged" else outcome.failed).append(
+                        f"{name} (log: {run_dir / 'log.txt'})")
+                    log(f"{'DIVERGED' if status == 'diverged' else 'FAILED'} {name}: see {run_dir / 'log.txt'}")
                 return
             elapsed = time.time() - start
         else:

@@ -3,6 +3,8 @@ write ``RUN_DIR/result.json`` with its final metrics and complexity (storage bit
 :func:`sparks.complexity.summary`).
 
     python -m sparks.experiments.worker RUN_DIR
+
+Exit codes: 0 done, 2 bad input, 3 (:data:`sparks.train.guard.EXIT_DIVERGED`) diverged, 1 any other failure.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m sparks.experiments.worker RUN_DIR", file=sys.stderr)
         return 2
-    from sparks.train.loop import TrainingDiverged
+    from sparks.train.guard import EXIT_DIVERGED, TrainingDiverged
 
     start = time.time()
     try:
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingDiverged as err:
         print(f"sparks sweep worker: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_DIVERGED  # as `sparks train`: the runner records the run as diverged, not failed
     print(f"finished in {time.time() - start:.0f} s: val top-1 {result['val_top1']}", flush=True)
     return 0
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from sparks.atomic import atomic_path
 from sparks.errors import CheckpointError, UsageError, first_line
+from sparks.filekind import expect_checkpoint
 from sparks.limits import Limits, check_model_args, resolve
 from sparks.train.checkpoint_check import FORMAT_VERSION, check_fields, check_rng, check_zip
 
@@ -89,18 +90,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     limits: Limits | None = None) -> dict[str, Any]:
     """Read a sparks checkpoint safely; ``CheckpointError("... is not a sparks checkpoint: ...")`` if it is not one.
 
-    Checks, in order and before the next step allocates: file size ≤ ``limits.max_file_bytes``; a zip of stored
-    (uncompressed) entries whose sizes fit the file (what ``torch.save`` writes); ``torch.load(weights_only=True)``;
+    Checks, in order and before the next step allocates: what the file is (a missing, .sparks, text, ... file gets
+    the CLI's line from :func:`sparks.filekind.expect_checkpoint`); file size ≤ ``limits.max_file_bytes``; a zip of
+    stored (uncompressed) entries whose sizes fit the file (what ``torch.save`` writes); ``torch.load(weights_only)``;
     the type of every known field (``format_version`` an int, ``model`` a dict of tensors, ``optimizer``, ``rng``,
     ``config``, ...); finite floating-point weights.
     """
     path = Path(path)
     lim = resolve(limits)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
-    check_zip(path, lim)
+    head = expect_checkpoint(path)  # a missing, .sparks or other foreign file: the CLI's line saying what to do
+    check_zip(path, lim, head)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files

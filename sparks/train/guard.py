@@ -10,6 +10,7 @@ from typing import Any
 
 AT_CHANCE = 0.02  # an accuracy below chance + 2 % of the distance to 100 % is "at chance"
 LEARNED = 0.10  # a collapse needs an earlier epoch at least chance + 10 % of that distance
+EXIT_DIVERGED = 3  # exit code of a diverged run: `sparks train` and the sweep worker (2 is bad input)
 
 
 class TrainingDiverged(RuntimeError):
