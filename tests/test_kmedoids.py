@@ -40,6 +40,16 @@ def test_swap_gains_equal_brute_force_recomputation():
             assert torch.isclose(gains[row, cand], coverage_value(scores, trial) - base, atol=1e-9)
 
 
+def test_swap_gains_in_a_reused_workspace_are_bit_identical():
+    """The search computes in two reused buffers (no per-swap temporaries); stale contents must not leak in."""
+    scores = scaled_kernels(kernels(3, c_out=16, c_in=12).float()) @ full_codebook(torch.float32).t()
+    workspace = (torch.full_like(scores, float("nan")), torch.full_like(scores, 7.0))
+    for selected in (torch.tensor([5, 90, 300, 411]), torch.tensor([0, 1]), torch.arange(0, 512, 16)):
+        expected = swap_gains(scores, selected)
+        assert torch.equal(swap_gains(scores, selected, workspace), expected)
+        assert torch.equal(swap_gains(scores, selected, workspace), expected)  # again, over the last call's values
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kmedoids_is_a_local_optimum_and_near_the_brute_force_optimum(seed):
     w = kernels(seed)
