@@ -44,18 +44,24 @@ def _subcodebook(n: int, seed: int) -> torch.Tensor:
     return full_codebook()[torch.randperm(512, generator=torch.Generator().manual_seed(seed))[:n]]
 
 
+def _check_first_argmax(scores: torch.Tensor) -> None:
+    expected = scores.argmax(dim=1)
+    assert torch.equal(first_argmax_rows(scores.clone()), expected)  # it overwrites its input
+    assert torch.equal(first_argmax_rows(scores.clone(), torch.empty(len(scores) + 3, scores.shape[1] + 2)), expected)
+
+
 def test_first_argmax_rows_matches_argmax_with_ties_nan_inf_and_signed_zeros():
     gen = torch.Generator().manual_seed(1)
     for n in (1, 2, 5, 32, 512):
         scores = torch.randint(-3, 4, (4000, n), generator=gen).float()  # many ties
-        assert torch.equal(first_argmax_rows(scores), scores.argmax(dim=1))
-        assert torch.equal(first_argmax_rows(scores.double()), scores.double().argmax(dim=1))
-    scores = torch.tensor([[0.0, -0.0, 0.0], [-0.0, 0.0, -0.0], [-torch.inf, -torch.inf, -torch.inf],
-                           [1.0, torch.inf, torch.inf], [-torch.inf, -1.0, -1.0]])
-    assert torch.equal(first_argmax_rows(scores), scores.argmax(dim=1))
+        _check_first_argmax(scores)
+        _check_first_argmax(scores.double())
+    inf, nan = torch.inf, torch.nan
+    _check_first_argmax(torch.tensor([[0.0, -0.0, 0.0], [-0.0, 0.0, -0.0], [-inf, -inf, -inf], [1.0, inf, inf],
+                                      [-inf, -1.0, -1.0], [inf, nan, inf], [nan, inf, nan], [1.0, 2.0, nan]]))
     with_nan = torch.randn(100, 8, generator=gen)
     with_nan[3, 5] = with_nan[3, 6] = torch.nan
-    assert torch.equal(first_argmax_rows(with_nan), with_nan.argmax(dim=1))
+    _check_first_argmax(with_nan)
 
 
 def test_nearest_codeword_bit_identical_on_resnet18_layers(resnet_weights):
