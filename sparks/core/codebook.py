@@ -75,7 +75,8 @@ def nearest_codeword(weight: torch.Tensor, codewords: torch.Tensor) -> torch.Ten
     flat = weight.detach().reshape(-1, CODE_LENGTH)
     book_t = codewords.detach().reshape(-1, CODE_LENGTH).to(flat.dtype).t().contiguous()
     out = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
-    work = flat.new_empty(min(flat.shape[0], _ASSIGN_CHUNK), book_t.shape[1])  # first_argmax_rows' buffer, reused
+    # first_argmax_rows' buffer, reused across chunks (its CPU path only)
+    work = flat.new_empty(min(flat.shape[0], _ASSIGN_CHUNK), book_t.shape[1]) if flat.is_cpu else None
     # Chunks keep the (kernels × n) score block in cache: ~2× faster than one big product on CPU.
     for start in range(0, flat.shape[0], _ASSIGN_CHUNK):
         stop = start + _ASSIGN_CHUNK
