@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparks.core.codebook import full_codebook, kernel_to_index
-from sparks.core.kmedoids import coverage_value, kmedoids_selection, scaled_kernels, swap_gains
+from sparks.core.kmedoids import _gains_and_value, coverage_value, kmedoids_selection, scaled_kernels, swap_gains
 from sparks.core.layers import SubBitConv2d
 
 
@@ -41,13 +41,15 @@ def test_swap_gains_equal_brute_force_recomputation():
 
 
 def test_swap_gains_in_a_reused_workspace_are_bit_identical():
-    """The search computes in two reused buffers (no per-swap temporaries); stale contents must not leak in."""
+    """The search computes in two reused buffers (no per-swap temporaries); stale contents must not leak in, and the
+    F(S) it reads off the same pass equals coverage_value bit for bit."""
     scores = scaled_kernels(kernels(3, c_out=16, c_in=12).float()) @ full_codebook(torch.float32).t()
     workspace = (torch.full_like(scores, float("nan")), torch.full_like(scores, 7.0))
     for selected in (torch.tensor([5, 90, 300, 411]), torch.tensor([0, 1]), torch.arange(0, 512, 16)):
         expected = swap_gains(scores, selected)
         assert torch.equal(swap_gains(scores, selected, workspace), expected)
         assert torch.equal(swap_gains(scores, selected, workspace), expected)  # again, over the last call's values
+        assert torch.equal(_gains_and_value(scores, selected, workspace)[1], coverage_value(scores, selected))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -59,6 +59,12 @@ def swap_gains(scores: torch.Tensor, selected: torch.Tensor,
     ``scores`` to compute in (a search reuses them for every swap: allocating kernels × 512 temporaries per swap
     made the kernel map and zero-fill them afresh each time, 23 of the 25 s of creating a width-1 ResNet-18).
     """
+    return _gains_and_value(scores, selected, workspace)[0]
+
+
+def _gains_and_value(scores: torch.Tensor, selected: torch.Tensor,
+                     workspace: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`swap_gains` and F(S) (:func:`coverage_value`, bit for bit) from the same best values b1."""
     n = selected.numel()
     top = scores[:, selected].topk(2, dim=1)
     b1, b2, owner = top.values[:, 0:1], top.values[:, 1:2], top.indices[:, 0]
@@ -69,7 +75,7 @@ def swap_gains(scores: torch.Tensor, selected: torch.Tensor,
     correction = scores.new_zeros(n, scores.shape[1]).index_add_(0, owner, work)
     gains = gains_all + correction
     gains[:, selected] = -torch.inf
-    return gains
+    return gains, top.values[:, 0].contiguous().sum()  # the row maxima, summed as coverage_value sums them
 
 
 def best_swap_search(scores: torch.Tensor, selected: torch.Tensor, max_swaps: int = 10_000,
@@ -88,10 +94,9 @@ def best_swap_search(scores: torch.Tensor, selected: torch.Tensor, max_swaps: in
     swaps = 0
     workspace = (torch.empty_like(scores), torch.empty_like(scores))
     while swaps < max_swaps:
-        gains = swap_gains(scores, selected, workspace)
+        gains, value = _gains_and_value(scores, selected, workspace)
         flat = int(gains.argmax())
         row, cand = divmod(flat, gains.shape[1])
-        value = coverage_value(scores, selected)
         if not gains[row, cand] > rtol * value.abs().clamp_min(1e-30):
             break
         selected[row] = cand
