@@ -22,14 +22,6 @@ LAYERS = [(256, 256, 14, 14), (64, 64, 32, 32)]  # c_in, c_out, h, w; stride 1
 PEAK_NOTE = "issue 12's rough limit: 512 MACs per AVX-512 xor/popcount/add triple, ~2 vector ops/cycle ≈ 1.1e12/s/core"
 
 
-def _layer(numba) -> str:  # noqa: ANN001
-    """The numba threading layer in use, or "not started" when no parallel region has run yet."""
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return "not started"
-
-
 def binary_macs(model) -> int:  # noqa: ANN001 - a PackedModel after one call
     """Binary multiply-accumulates per image of the model's sub-bit convs (9·c_in·c_out per output pixel)."""
     total = 0
@@ -53,7 +45,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from sparks.bench.peers import competitors, interleaved_times
+    from sparks.bench.peers import competitors, interleaved_times, system_info
     from sparks.deploy.export import export
     from sparks.deploy.format import read_sparks
     from sparks.runtime import PackedModel, kernels
@@ -91,7 +83,8 @@ def main() -> None:
         res[(b, t)] = (float(np.median(v)) * 1e3 / b, float(np.min(v)) * 1e3 / b, float(np.median(c)) * 1e3 / b)
     print(f"# resnet18_cifar width 1 tau 5, packed runtime; binary MACs/image {macs / 1e9:.3f} G; load {load0:.2f} "
           f"-> {os.getloadavg()[0]:.2f}; stress processes {args.stress}; numba {numba.__version__} "
-          f"({_layer(numba)}); wall clock median and min, process CPU time median, of interleaved calls")
+          f"({system_info()['numba_threading_layer'] or 'not started'}); wall clock median and min, process CPU time "
+          "median, of interleaved calls")
     print("| batch | threads | ms/image | min ms/image | CPU ms/image | ÷ batch 1 (median; min; CPU) | ÷ 1 thread "
           "(median; min) | binary GMAC/s per core (min; CPU) |")
     print("|---|---|---|---|---|---|---|---|")

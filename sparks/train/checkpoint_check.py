@@ -28,14 +28,11 @@ def _fail(path: Path | str, reason: str) -> CheckpointError:
     return CheckpointError(f"{path} is not a sparks checkpoint: {reason}")
 
 
-def check_zip(path: Path, lim: Limits, head: bytes | None = None) -> None:
+def check_zip(path: Path, lim: Limits, head: bytes) -> None:
     """The file is a zip of stored entries whose sizes fit the file (what ``torch.save`` writes); ``head``: its first
-    bytes if the caller read them (:func:`sparks.filekind.expect_checkpoint`, which names .sparks and other files)."""
+    bytes, as :func:`sparks.filekind.expect_checkpoint` read them (it names .sparks and other files)."""
     size = path.stat().st_size
     check_size(f"{path}: file size", size, lim.max_file_bytes, "max_file_bytes", CheckpointError)
-    if head is None:
-        with open(path, "rb") as f:
-            head = f.read(4)
     if not head.startswith(b"PK\x03\x04"):
         raise _fail(path, "not a zip-format torch file (torch.save writes a zip)")
     try:
