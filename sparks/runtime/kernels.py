@@ -68,8 +68,9 @@ def _transpose_kernels(wp, c_in):
 
 
 @njit(cache=True)
-def _sweep3(acc, wt, xv, rows, p):
-    """acc[ox, co] += Σ_{j<3} popcount(xv[p+j, ox] ^ wt[rows[p+j], co]) for all ox; two pixels share a weight load."""
+def _sweep3(acc, wt, xv, rows, p, first):
+    """acc[ox, co] += Σ_{j<3} popcount(xv[p+j, ox] ^ wt[rows[p+j], co]) for all ox (``first``: = instead of +=, so
+    the accumulators need no zeroing pass); two pixels share a weight load."""
     wo, c_out = acc.shape
     w0, w1, w2 = wt[rows[p]], wt[rows[p + 1]], wt[rows[p + 2]]
     ox = 0
@@ -80,18 +81,19 @@ def _sweep3(acc, wt, xv, rows, p):
         acc_b = acc[ox + 1]
         for co in range(c_out):
             v0, v1, v2 = w0[co], w1[co], w2[co]
-            acc_a[co] += popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2)
-            acc_b[co] += popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2)
+            acc_a[co] = (0 if first else acc_a[co]) + popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2)
+            acc_b[co] = (0 if first else acc_b[co]) + popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2)
         ox += 2
     if ox < wo:
         a0, a1, a2 = xv[p, ox], xv[p + 1, ox], xv[p + 2, ox]
         acc_a = acc[ox]
         for co in range(c_out):
-            acc_a[co] += popcount64(a0 ^ w0[co]) + popcount64(a1 ^ w1[co]) + popcount64(a2 ^ w2[co])
+            acc_a[co] = ((0 if first else acc_a[co])
+                         + popcount64(a0 ^ w0[co]) + popcount64(a1 ^ w1[co]) + popcount64(a2 ^ w2[co]))
 
 
 @njit(cache=True)
-def _sweep9(acc, wt, xv, rows, p):
+def _sweep9(acc, wt, xv, rows, p, first):
     """:func:`_sweep3` over nine (tap, word) pairs, one 3×3 kernel's worth at 64 channels: a ninth of the
     accumulator traffic per popcount, and no leftover pairs at the ResNet widths (9·words pairs per pixel)."""
     wo, c_out = acc.shape
@@ -109,16 +111,16 @@ def _sweep9(acc, wt, xv, rows, p):
         for co in range(c_out):
             v0, v1, v2, v3, v4 = w0[co], w1[co], w2[co], w3[co], w4[co]
             v5, v6, v7, v8 = w5[co], w6[co], w7[co], w8[co]
-            acc_a[co] += ((popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2))
+            acc_a[co] = (0 if first else acc_a[co]) + ((popcount64(a0 ^ v0) + popcount64(a1 ^ v1) + popcount64(a2 ^ v2))
                           + (popcount64(a3 ^ v3) + popcount64(a4 ^ v4) + popcount64(a5 ^ v5))
                           + (popcount64(a6 ^ v6) + popcount64(a7 ^ v7) + popcount64(a8 ^ v8)))
-            acc_b[co] += ((popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2))
+            acc_b[co] = (0 if first else acc_b[co]) + ((popcount64(b0 ^ v0) + popcount64(b1 ^ v1) + popcount64(b2 ^ v2))
                           + (popcount64(b3 ^ v3) + popcount64(b4 ^ v4) + popcount64(b5 ^ v5))
                           + (popcount64(b6 ^ v6) + popcount64(b7 ^ v7) + popcount64(b8 ^ v8)))
         ox += 2
     if ox < wo:
         for q in range(p, p + 9, 3):
-            _sweep3(acc[ox:], wt, xv[:, ox:], rows, q)
+            _sweep3(acc[ox:], wt, xv[:, ox:], rows, q, first and q == p)
 
 
 @njit(cache=True)
@@ -126,11 +128,11 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
     """One output row: acc[ox, co] = Σ over in-image taps and words of popcount(x ^ w[co]); n_taps[ox] = tap count.
 
     Out-of-image columns are read as x = 0 words, which adds popcount(w) for those taps; it is subtracted afterwards
-    (tap_pop), so every pixel of the row runs the same branch-free chunks of eight or four (tap, word) pairs.
+    (tap_pop) at the two border columns, so every pixel of the row runs the same branch-free chunks of (tap, word)
+    pairs.
     """
     _, h, w, n_words = xp.shape
     wo, c_out = acc.shape
-    acc[:] = 0
     n_pairs = 0
     n_rows_valid = 0
     for ky in range(3):
@@ -138,12 +140,17 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
         if iy < 0 or iy >= h:
             continue
         n_rows_valid += 1
+        src = xp[b, iy]
         for kx in range(3):
+            lo = 1 if kx == 0 else 0  # columns [lo, hi) read inside the image: 0 <= ox·stride - 1 + kx < w
+            hi = min(wo, (w - kx) // stride + 1)
             for k in range(n_words):
                 m = mask if k == n_words - 1 else ~np.uint64(0)
-                for ox in range(wo):
-                    ix = ox * stride - 1 + kx
-                    xv[n_pairs, ox] = xp[b, iy, ix, k] & m if 0 <= ix < w else np.uint64(0)
+                xr = xv[n_pairs]
+                xr[:lo] = 0
+                for ox in range(lo, hi):
+                    xr[ox] = src[ox * stride - 1 + kx, k] & m
+                xr[hi:] = 0
                 rows[n_pairs] = (ky * 3 + kx) * n_words + k
                 n_pairs += 1
     # columns in blocks whose accumulators (≤ 32 KiB) stay in L1 while all weight rows stream past them
@@ -152,12 +159,13 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
         o1 = min(o0 + block, wo)
         p = 0
         while p + 9 <= n_pairs:
-            _sweep9(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            _sweep9(acc[o0:o1], wt, xv[:, o0:o1], rows, p, p == 0)
             p += 9
         while p < n_pairs:  # n_pairs = 3·words·(in-image kernel rows): a multiple of 3
-            _sweep3(acc[o0:o1], wt, xv[:, o0:o1], rows, p)
+            _sweep3(acc[o0:o1], wt, xv[:, o0:o1], rows, p, p == 0)
             p += 3
-    for ox in range(wo):
+    n_taps[:] = 3 * n_rows_valid
+    for ox in (0, wo - 1):  # only the first and last column can have taps outside the image
         n_cols_valid = 0
         for kx in range(3):
             ix = ox * stride - 1 + kx
@@ -171,6 +179,8 @@ def _row_popcounts(xp, wt, tap_pop, b, oy, stride, mask, acc, xv, rows, n_taps):
                     for co in range(c_out):
                         acc[ox, co] -= tap_pop[t, co]
         n_taps[ox] = n_rows_valid * n_cols_valid
+        if wo == 1:
+            break
 
 
 def _conv_dense_py(xp, wt, tap_pop, c_in, stride, mode, scale, shift, res, s_in, slope, s_out):

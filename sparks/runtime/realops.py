@@ -130,9 +130,10 @@ def conv_matrix(w: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _im2col(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
-    """(N, H, W, C) → (N·Ho·Wo, C·kh·kw) windows in torch's weight order (c, ky, kx), already padded input."""
-    n, _, _, c = x.shape
+def _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo):  # pragma: no cover - compiled
+    """(N, H, W, C) → (N·Ho·Wo, C·kh·kw) windows in torch's weight order (c, ky, kx); taps outside the image (the
+    zero padding ph, pw) read 0, so the input is never copied into a padded array."""
+    n, h, w, c = x.shape
     cols = np.empty((n * ho * wo, c * kh * kw), dtype=np.float32)
     r = 0
     for b in range(n):
@@ -140,10 +141,12 @@ def _im2col(x, kh, kw, sh, sw, ho, wo):  # pragma: no cover - compiled
             for ox in range(wo):
                 row = cols[r]
                 for i in range(kh):
+                    iy = oy * sh - ph + i
                     for j in range(kw):
-                        px = x[b, oy * sh + i, ox * sw + j]
+                        ix = ox * sw - pw + j
+                        inside = 0 <= iy < h and 0 <= ix < w
                         for ch in range(c):
-                            row[(ch * kh + i) * kw + j] = px[ch]
+                            row[(ch * kh + i) * kw + j] = x[b, iy, ix, ch] if inside else np.float32(0)
                 r += 1
     return cols
 
@@ -159,16 +162,14 @@ def conv2d_nhwc(
     if wt is None:
         wt = conv_matrix(w)
     (sh, sw), (ph, pw) = stride, padding
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    n = x.shape[0]
-    if kh == kw == 1:
+    n, h, w_in = x.shape[:3]
+    if kh == kw == 1 and ph == pw == 0:
         cols = x[:, ::sh, ::sw, :]
         ho, wo = cols.shape[1:3]
         out = matmul(cols.reshape(-1, c_in), wt, bias, affine, parallel)
     else:
-        ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-        cols = _im2col(np.ascontiguousarray(x, dtype=np.float32), kh, kw, sh, sw, ho, wo)
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w_in + 2 * pw - kw) // sw + 1
+        cols = _im2col(np.ascontiguousarray(x, dtype=np.float32), kh, kw, sh, sw, ph, pw, ho, wo)
         out = matmul(cols, wt, bias, affine, parallel)
     return out.reshape(n, ho, wo, c_out)
 
