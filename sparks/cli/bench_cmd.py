@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "machine) [default: wall]")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32],
                         help="whole-model batch sizes [default: 1 32]")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: time each step of the packed engine (one thread) at --batch-sizes, with the "
+                        "binary MAC rate of each sub-bit conv against the kernel's inner-loop peak")
     parser.set_defaults(func=run)
 
 
@@ -38,6 +41,15 @@ def run(args: argparse.Namespace) -> int:
     expect_sparks(args.model)
     if args.repeats < 1 or args.layer_repeats < 1 or min(args.batch_sizes) < 1:
         raise UsageError("--repeats, --layer-repeats and --batch-sizes must be positive")
+    if args.profile:
+        from sparks.bench.profile import format_profile, profile_model
+
+        result = profile_model(args.model, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+        if args.json:
+            print_json(result)
+        else:
+            print(format_profile(result))
+        return 0
     result = bench_model(args.model, threads=threads, repeats=args.repeats, layer_repeats=args.layer_repeats,
                          batch_sizes=tuple(args.batch_sizes), clock=args.clock)
     if args.json:

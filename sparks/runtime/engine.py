@@ -11,6 +11,7 @@ float32 order, so fusing changes no bit. Threads: ``threads="auto"`` (affinity a
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,14 @@ class BinaryLayer:
     def __post_init__(self) -> None:
         self.prepared = kernels.prepare_kernels(self.wp, self.c_in)
 
+    @property
+    def binary_macs(self) -> int:
+        """Binary multiply-accumulates per image at the last input size seen (9·c_in·c_out per output pixel)."""
+        if self.input_hw is None:
+            raise ValueError(f"{self.name} has not run yet: its input size is unknown")
+        h, w = self.input_hw
+        return 9 * self.c_in * self.c_out * ((h - 1) // self.stride + 1) * ((w - 1) // self.stride + 1)
+
     def __call__(self, x: np.ndarray, other: np.ndarray | None = None, kernel: str | None = None,
                  parallel: bool = True) -> np.ndarray:
         """The layer on NHWC ``x`` (+ the residual ``other``); ``parallel=False``: on the calling thread only."""
@@ -141,6 +150,7 @@ class PackedModel:
         self.input_shape = (inp["channels"], inp["height"], inp["width"])
         self.binary_layers: list[BinaryLayer] = []
         self._plan: list[tuple[Callable[..., np.ndarray], list[str], str]] = []
+        self._labels: list[str] = []  # what each plan step runs, for profile()
         self._tensors = tensors
         ops = metadata["ops"]
         uses = Counter(v for op in ops for v in op["inputs"])
@@ -171,18 +181,19 @@ class PackedModel:
                         act, end = at[2], at[2]["output"]
                         skip.update((i + 2, i + 3))
                 layer = self._subbit(op, bn, in_shift, act, residual=other is not None)
-                self._plan.append((layer, inputs + ([other] if other else []), end))
+                label = "subbit_conv2d" + ("+batchnorm" if bn else "") + (f"+add+{act['op']}" if act else "")
+                self._step(layer, inputs + ([other] if other else []), end, label)
                 continue
             if op["op"] == "conv2d" and fuse_bn and _single_use(at[0], ("batchnorm",), op["output"], uses):
                 skip.add(i + 1)
-                self._plan.append((self._conv(op, at[0]), op["inputs"], at[0]["output"]))
+                self._step(self._conv(op, at[0]), op["inputs"], at[0]["output"], "conv2d+batchnorm")
                 continue
             add_act = fuse_bn and op["op"] == "add" and _single_use(at[0], ("rprelu", "prelu"), op["output"], uses)
             if add_act:  # residual add fused into the activation that consumes it
                 skip.add(i + 1)
-                self._plan.append((self._op(at[0]), op["inputs"], at[0]["output"]))
+                self._step(self._op(at[0]), op["inputs"], at[0]["output"], f"add+{at[0]['op']}")
             else:
-                self._plan.append((self._op(op), op["inputs"], op["output"]))
+                self._step(self._op(op), op["inputs"], op["output"], op["op"])
         del self._tensors
         self.output = ops[-1]["output"]
         # free each value after its last use, so a batch holds only the live activations
@@ -205,6 +216,10 @@ class PackedModel:
         resolved = resolve_threads(value)
         self._threads_setting: int | str = "auto" if value in (None, "auto") else resolved
         self._auto_threads = resolve_threads("auto")
+
+    def _step(self, fn: Callable[..., np.ndarray], inputs: list[str], output: str, label: str) -> None:
+        self._plan.append((fn, inputs, output))
+        self._labels.append(label)
 
     def _t(self, op: dict[str, Any], key: str) -> np.ndarray:
         return _f32(self._tensors[f"{op['name']}.{key}"])
@@ -290,8 +305,8 @@ class PackedModel:
             return lambda x, parallel: matmul(x, wt, b, None, parallel)
         raise ValueError(f"unknown op {kind!r}")  # unreachable after validate()
 
-    def __call__(self, images: Any) -> np.ndarray:
-        """Logits (N, num_classes) float32 for float NCHW images (ndarray or tensor; a 3-D image is batch 1)."""
+    def _nhwc(self, images: Any) -> np.ndarray:
+        """Float NCHW images (ndarray or tensor; a 3-D image is batch 1) → validated NHWC float32."""
         if hasattr(images, "detach"):
             images = images.detach().cpu().numpy()
         x = np.asarray(images, dtype=np.float32)
@@ -299,25 +314,53 @@ class PackedModel:
             x = x[None]
         if x.ndim != 4 or x.shape[1] != self.input_shape[0] or min(x.shape) == 0:
             raise ValueError(f"expected images of shape (N, {self.input_shape[0]}, H, W), got {x.shape}")
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def __call__(self, images: Any) -> np.ndarray:
+        """Logits (N, num_classes) float32 for float NCHW images (ndarray or tensor; a 3-D image is batch 1)."""
+        x = self._nhwc(images)
         t = self.threads
         if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
             return self._batch_parallel(x, t)
         if t == 1:
-            if len(x) <= CHUNK_IMAGES:
-                return self._forward(x, False)
-            return np.concatenate([self._forward(x[i:i + CHUNK_IMAGES], False) for i in range(0, len(x), CHUNK_IMAGES)])
+            return self._chunked(x)
         with INTRA_OP_LOCK, use_threads(t):
             return self._forward(x, True)
 
-    def _forward(self, x: np.ndarray, parallel: bool) -> np.ndarray:
-        """Run the plan on NHWC ``x``; ``parallel``: large kernels may use numba's threads."""
+    def _chunked(self, x: np.ndarray, step_seconds: np.ndarray | None = None) -> np.ndarray:
+        """The one-thread path: the batch in chunks of :data:`CHUNK_IMAGES` images."""
+        if len(x) <= CHUNK_IMAGES:
+            return self._forward(x, False, step_seconds)
+        return np.concatenate([self._forward(x[i:i + CHUNK_IMAGES], False, step_seconds)
+                               for i in range(0, len(x), CHUNK_IMAGES)])
+
+    def _forward(self, x: np.ndarray, parallel: bool, step_seconds: np.ndarray | None = None) -> np.ndarray:
+        """Run the plan on NHWC ``x``; ``parallel``: large kernels may use numba's threads; ``step_seconds``: add
+        each step's wall time to its entry."""
         values = {"input": x}
-        for (fn, inputs, output), dead in zip(self._plan, self._free, strict=True):
-            values[output] = fn(*(values[v] for v in inputs), parallel=parallel)
+        for i, ((fn, inputs, output), dead) in enumerate(zip(self._plan, self._free, strict=True)):
+            if step_seconds is None:
+                values[output] = fn(*(values[v] for v in inputs), parallel=parallel)
+            else:
+                t0 = time.perf_counter()
+                values[output] = fn(*(values[v] for v in inputs), parallel=parallel)
+                step_seconds[i] += time.perf_counter() - t0
             for v in dead:
                 del values[v]
         return values[self.output]
+
+    def profile(self, images: Any, repeats: int = 5) -> list[dict[str, Any]]:
+        """Where a call's time goes: per plan step, the median over ``repeats`` runs of the one-thread path of its
+        milliseconds per image, with the binary multiply-accumulates per image of each sub-bit conv step."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+        x = self._nhwc(images)
+        seconds = np.zeros((repeats, len(self._plan)))
+        for r in range(repeats):
+            self._chunked(x, seconds[r])
+        return [{"step": output, "op": label, "ms_per_image": 1e3 * float(np.median(seconds[:, i])) / len(x),
+                 "binary_macs": fn.binary_macs if isinstance(fn, BinaryLayer) else 0}
+                for i, ((fn, _, output), label) in enumerate(zip(self._plan, self._labels, strict=True))]
 
     def _batch_parallel(self, x: np.ndarray, t: int) -> np.ndarray:
         """Split the batch into ~4·t chunks that ``t`` threads (the caller and t − 1 pool threads) take one at a time,

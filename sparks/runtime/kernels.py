@@ -28,6 +28,7 @@ __all__ = [
     "prepare_kernels",
     "PreparedKernels",
     "popcount64",
+    "inner_loop_peak",
 ]
 
 _EMPTY_F32 = np.zeros(0, dtype=np.float32)
@@ -231,6 +232,36 @@ def _conv_dense_py(xp, wt, tap_pop, c_in, stride, mode, scale, shift, res, s_in,
 _conv_dense = njit(cache=True, parallel=True)(_conv_dense_py)
 _conv_dense_serial = njit(cache=True, nogil=True)(_conv_dense_py)
 _EMPTY_RES = np.zeros((0, 0, 0, 0), dtype=np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _sweep_loop(acc, wt, xv, rows, reps):
+    for _ in range(reps):
+        for p in range(0, rows.shape[0], 9):
+            _sweep9(acc, wt, xv, rows, p, p == 0)
+
+
+def inner_loop_peak(seconds: float = 0.3, c_out: int = 128, width: int = 16, words: int = 2) -> float:
+    """Binary MACs per second of the dense kernel's inner loop alone (:func:`_sweep9` on data that stays in L1), on
+    the calling thread, best of repeated timings over about ``seconds``: the ceiling a whole binary conv can approach
+    on this CPU (it adds the tap gather, border correction and epilogue), measured rather than assumed."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n_pairs = 9 * words
+    wt = rng.integers(0, 1 << 62, (n_pairs, c_out), dtype=np.int64).view(np.uint64)
+    xv = rng.integers(0, 1 << 62, (n_pairs, width), dtype=np.int64).view(np.uint64)
+    rows = np.arange(n_pairs, dtype=np.int64)
+    acc = np.empty((width, c_out), dtype=np.int64)
+    macs_per_rep = n_pairs * 64 * width * c_out
+    reps = max(1, int(2e7 // macs_per_rep))
+    _sweep_loop(acc, wt, xv, rows, 1)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        _sweep_loop(acc, wt, xv, rows, reps)
+        best = min(best, time.perf_counter() - t0)
+    return reps * macs_per_rep / best
 
 
 def check_conv_args(xp: np.ndarray, c_in: int, stride: int) -> np.ndarray:
