@@ -96,3 +96,24 @@ def fashion_mnist_root() -> Path:
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST}")
     return FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_sparks(tmp_path_factory):
+    """(model, path): resnet18_cifar width 0.125, 1×28×28 input, Sparks τ=5, exported to a ``.sparks`` file; its
+    LearnableBiases are non-zero, so the engine's fusion of them into the packing is exercised."""
+    import torch
+
+    from sparks.deploy.export import export
+    from sparks.models import create
+
+    torch.manual_seed(0)
+    model = create("resnet18_cifar", width=0.125, in_channels=1, num_classes=10, tau=5, method="sparks").eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and p.dim() == 4:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    path = tmp_path_factory.mktemp("tiny_resnet") / "m.sparks"
+    export(model, path)
+    return model, path

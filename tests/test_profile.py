@@ -11,20 +11,9 @@ import torch
 
 from sparks.bench.profile import format_profile, summarize
 from sparks.core.layers import SubBitConv2d
-from sparks.deploy.export import export
 from sparks.deploy.format import read_sparks
-from sparks.models import create
 from sparks.runtime import PackedModel
 from sparks.runtime.kernels import inner_loop_peak
-
-
-@pytest.fixture(scope="module")
-def resnet(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create("resnet18_cifar", width=0.125, in_channels=1, num_classes=10, tau=5, method="sparks").eval()
-    path = tmp_path_factory.mktemp("m") / "m.sparks"
-    export(model, path)
-    return model, path
 
 
 def _torch_binary_macs(model, x: np.ndarray) -> list[int]:
@@ -42,8 +31,8 @@ def _torch_binary_macs(model, x: np.ndarray) -> list[int]:
     return macs
 
 
-def test_profile_has_one_row_per_step_and_the_binary_macs_of_torch_shapes(resnet):
-    model, path = resnet
+def test_profile_has_one_row_per_step_and_the_binary_macs_of_torch_shapes(tiny_resnet_sparks):
+    model, path = tiny_resnet_sparks
     packed = PackedModel(*read_sparks(path), threads=1)
     x = np.random.default_rng(0).standard_normal((10, 1, 28, 28)).astype(np.float32)  # 2 chunks: 8 + 2 images
     rows = packed.profile(x, repeats=2)
@@ -84,10 +73,10 @@ def test_inner_loop_peak_is_a_rate():
     assert math.isfinite(peak) and peak > 1e8  # binary MACs per second; any CPU does far more than 1e8
 
 
-def test_cli_bench_profile(resnet, capsys):
+def test_cli_bench_profile(tiny_resnet_sparks, capsys):
     from sparks.cli import main
 
-    _, path = resnet
+    _, path = tiny_resnet_sparks
     args = ["bench", "--model", str(path), "--profile", "--repeats", "1", "--batch-sizes"]
     assert main([*args, "1", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

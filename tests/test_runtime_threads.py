@@ -8,9 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparks.deploy.export import export
 from sparks.deploy.format import read_sparks
-from sparks.models import create
 from sparks.runtime import PackedModel, kernels
 from sparks.runtime.threads import available_cpus, cgroup_cpu_limit, resolve_threads
 
@@ -78,22 +76,8 @@ def test_resolve_threads():
             resolve_threads(bad)
 
 
-@pytest.fixture(scope="module")
-def resnet_file(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create("resnet18_cifar", width=0.125, in_channels=1, num_classes=10, tau=5, method="sparks").eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") and p.dim() == 4:  # LearnableBias: non-zero, so its fusion is exercised
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    path = tmp_path_factory.mktemp("m") / "m.sparks"
-    export(model, path)
-    return model, path
-
-
-def test_thread_counts_and_batch_splits_give_identical_logits(resnet_file):
-    model, path = resnet_file
+def test_thread_counts_and_batch_splits_give_identical_logits(tiny_resnet_sparks):
+    model, path = tiny_resnet_sparks
     meta, tensors = read_sparks(path)
     x = np.random.default_rng(0).standard_normal((10, 1, 28, 28)).astype(np.float32)
     one = PackedModel(meta, tensors, threads=1)
