@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from sparks.runtime.builds import parallel_and_serial
 from sparks.runtime.packing import WORD_BITS, num_words, pack_kernels, pack_signs
 from sparks.runtime.popcount import popcount64
 
@@ -229,8 +230,7 @@ def _conv_dense_py(xp, wt, tap_pop, c_in, stride, mode, scale, shift, res, s_in,
     return out_i, out_f
 
 
-_conv_dense = njit(cache=True, parallel=True)(_conv_dense_py)
-_conv_dense_serial = njit(cache=True, nogil=True)(_conv_dense_py)
+_conv_dense, _conv_dense_serial = parallel_and_serial(_conv_dense_py)
 _EMPTY_RES = np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 

@@ -6,7 +6,9 @@ Bit ``c % 64`` of word ``c // 64`` is channel c (x >= 0, or weight +1); pad bits
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sparks.runtime.builds import parallel_and_serial
 
 __all__ = ["WORD_BITS", "num_words", "pack_signs", "pack_kernels"]
 
@@ -41,8 +43,7 @@ def _pack_signs_py(x, bias, n_words):
     return out
 
 
-_pack_signs = njit(cache=True, parallel=True)(_pack_signs_py)
-_pack_signs_serial = njit(cache=True, nogil=True)(_pack_signs_py)
+_pack_signs, _pack_signs_serial = parallel_and_serial(_pack_signs_py)
 
 
 def pack_signs(x: np.ndarray, bias: np.ndarray | None = None, parallel: bool = True) -> np.ndarray:

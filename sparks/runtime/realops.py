@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from sparks.runtime.builds import parallel_and_serial
+
 __all__ = ["matmul", "conv_matrix", "conv2d_nhwc", "rprelu_nhwc", "pool2d_nhwc", "global_avgpool", "PARALLEL_MIN_WORK"]
 
 
@@ -29,8 +31,7 @@ def _rprelu_py(x, other, s_in, w, s_out):  # pragma: no cover - compiled twice b
     return out
 
 
-_rprelu = njit(cache=True, parallel=True)(_rprelu_py)
-_rprelu_serial = njit(cache=True, nogil=True)(_rprelu_py)
+_rprelu, _rprelu_serial = parallel_and_serial(_rprelu_py)
 _NO_OTHER = np.zeros((0, 0), dtype=np.float32)
 
 
@@ -92,8 +93,7 @@ def _matmul_py(a, wt, bias, scale, shift):  # pragma: no cover - compiled twice 
     return out
 
 
-_matmul_parallel = njit(cache=True, parallel=True)(_matmul_py)
-_matmul_serial = njit(cache=True, nogil=True)(_matmul_py)
+_matmul_parallel, _matmul_serial = parallel_and_serial(_matmul_py)
 # multiply-adds (or bit words) below which a kernel runs on one thread: waking workers would cost more than it saves
 PARALLEL_MIN_WORK = 1 << 21
 _NONE = np.zeros(0, dtype=np.float32)
