@@ -24,7 +24,6 @@ import numpy as np
 from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
 from sparks.runtime import kernels, lut
 from sparks.runtime.realops import (
-    PARALLEL_MIN_WORK,
     conv2d_nhwc,
     conv_matrix,
     global_avgpool,
@@ -36,11 +35,16 @@ from sparks.runtime.threads import resolve_threads, select_threading_layer, use_
 
 __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
 
-# bit words (popcounts) below which a binary conv runs on one thread (~70 µs of work on an AVX-512 core): with 2^18,
-# every resnet18_cifar layer at batch 1 (590k words each) ran on 2 threads and a loaded machine made that 1.3x slower
-BINARY_PARALLEL_MIN_WORDS = 1 << 20
-# batches of at least this many images per thread are split across threads by image (else: numba threads per kernel)
-BATCH_SPLIT_MIN = 2
+# Intra-op threads (numba's parallel builds, workqueue layer) are only for work far larger than resnet18_cifar's: on
+# the 2-vCPU test machine a 2-thread call lost to the serial build up to 9.4M bit words per binary conv (1.14x slower;
+# 1.9x slower at one layer's 0.59M), 8.4M values per sign packing (1.13x) and 34M multiply-adds per real matmul (1.36x;
+# 2.0x faster at 134M): each launch wakes the workers (~0.1-0.2 ms) and the parallel builds run slower per thread
+# (docs/benchmarks.md, third session). Below these sizes every kernel runs serially; batches use the split below.
+BINARY_PARALLEL_MIN_WORDS = 1 << 24
+PACK_PARALLEL_MIN_VALUES = 1 << 24
+# a batch of at least this many images per thread is split across threads by image (else: serial, or intra-op threads
+# for the few kernels above the sizes above); 1: every batch of t or more images, e.g. batch 2 on 2 threads
+BATCH_SPLIT_MIN = 1
 # one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (resnet18_cifar
 # at batch 32, 1 thread: chunks of 8 took 1.59-1.60 ms CPU per image against 1.76-1.81 for the whole batch at once)
 CHUNK_IMAGES = 8
@@ -99,7 +103,7 @@ class BinaryLayer:
         ho, wo = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
         work = n * ho * wo * 9 * kernels.num_words(self.c_in) * self.c_out
         parallel = parallel and work >= BINARY_PARALLEL_MIN_WORDS
-        xp = kernels.pack_signs(x, self.in_shift, parallel=parallel and x.size >= PARALLEL_MIN_WORK)
+        xp = kernels.pack_signs(x, self.in_shift, parallel=parallel and x.size >= PACK_PARALLEL_MIN_VALUES)
         kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
         if kernel == "lut":
             y = lut.binary_conv3x3_lut(xp, self.codes, self.indices, self.c_in, self.stride).astype(np.float32)

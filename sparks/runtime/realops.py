@@ -94,8 +94,11 @@ def _matmul_py(a, wt, bias, scale, shift):  # pragma: no cover - compiled twice 
 
 
 _matmul_parallel, _matmul_serial = parallel_and_serial(_matmul_py)
-# multiply-adds (or bit words) below which a kernel runs on one thread: waking workers would cost more than it saves
-PARALLEL_MIN_WORK = 1 << 21
+# multiply-adds below which a matmul runs on one thread, and values below which an RPReLU does: measured on the 2-vCPU
+# test machine, 2 threads lost up to 34M multiply-adds (1.36x slower) and won at 134M (2.0x faster); the RPReLU lost at
+# 1M values (1.9x) and won at 4.2M (docs/benchmarks.md, third session)
+PARALLEL_MIN_WORK = 1 << 26
+RPRELU_PARALLEL_MIN_VALUES = 1 << 22
 _NONE = np.zeros(0, dtype=np.float32)
 
 
@@ -120,7 +123,7 @@ def rprelu_nhwc(
     c = x.shape[-1]
     flat = np.ascontiguousarray(x).reshape(-1, c)
     extra = _NO_OTHER if other is None else np.ascontiguousarray(other).reshape(-1, c)
-    fn = _rprelu if parallel and flat.size >= PARALLEL_MIN_WORK // 8 else _rprelu_serial
+    fn = _rprelu if parallel and flat.size >= RPRELU_PARALLEL_MIN_VALUES else _rprelu_serial
     return fn(flat, extra, s_in, w, s_out).reshape(x.shape)
 
 
