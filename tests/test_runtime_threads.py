@@ -102,3 +102,20 @@ def test_thread_counts_and_batch_splits_give_identical_logits(tiny_resnet_sparks
     assert auto.threads == min(available_cpus(), old)
     with pytest.raises(ValueError, match="threads"):
         PackedModel(meta, tensors, threads=0)
+
+
+def test_intra_op_path_gives_identical_logits(tiny_resnet_sparks, monkeypatch):
+    """Batch 1 on 2 threads with every kernel forced onto numba's parallel builds (the thresholds set to 0; at real
+    sizes only huge models reach them) gives the serial path's logits bit for bit."""
+    from sparks.runtime import engine, realops
+
+    _, path = tiny_resnet_sparks
+    meta, tensors = read_sparks(path)
+    x = np.random.default_rng(3).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    ref = PackedModel(meta, tensors, threads=1)(x)
+    for name in ("BINARY_PARALLEL_MIN_WORDS", "PACK_PARALLEL_MIN_VALUES"):
+        monkeypatch.setattr(engine, name, 0)
+    monkeypatch.setattr(realops, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(realops, "RPRELU_PARALLEL_MIN_VALUES", 0)
+    two = PackedModel(meta, tensors, threads=min(2, numba.config.NUMBA_NUM_THREADS))
+    np.testing.assert_array_equal(two(x), ref)

@@ -11,6 +11,7 @@ cached on disk, so a new process loads them in well under a second.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -245,8 +246,6 @@ def inner_loop_peak(seconds: float = 0.3, c_out: int = 128, width: int = 16, wor
     """Binary MACs per second of the dense kernel's inner loop alone (:func:`_sweep9` on data that stays in L1), on
     the calling thread, best of repeated timings over about ``seconds``: the ceiling a whole binary conv can approach
     on this CPU (it adds the tap gather, border correction and epilogue), measured rather than assumed."""
-    import time
-
     rng = np.random.default_rng(0)
     n_pairs = 9 * words
     wt = rng.integers(0, 1 << 62, (n_pairs, c_out), dtype=np.int64).view(np.uint64)
