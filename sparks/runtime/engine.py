@@ -35,19 +35,20 @@ from sparks.runtime.threads import resolve_threads, select_threading_layer, use_
 
 __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
 
-# Intra-op threads (numba's parallel builds, workqueue layer) are only for work far larger than resnet18_cifar's: on
-# the 2-vCPU test machine a 2-thread call lost to the serial build up to 9.4M bit words per binary conv (1.14x slower;
-# 1.9x slower at one layer's 0.59M), 8.4M values per sign packing (1.13x) and 34M multiply-adds per real matmul (1.36x;
-# 2.0x faster at 134M): each launch wakes the workers (~0.1-0.2 ms) and the parallel builds run slower per thread
-# (docs/benchmarks.md, third session). Below these sizes every kernel runs serially; batches use the split below.
+# Intra-op threads (numba's parallel builds) only for work far beyond resnet18_cifar's: on the 2-vCPU test machine 2
+# threads lost to the serial build up to 9.4M bit words (binary conv) and 8.4M values (packing); each launch wakes the
+# workers (~0.1-0.2 ms). Below these sizes kernels run serially; batches of >= BATCH_SPLIT_MIN images per thread are
+# split by image instead (docs/benchmarks.md, third session, has the measurements of these constants).
 BINARY_PARALLEL_MIN_WORDS = 1 << 24
 PACK_PARALLEL_MIN_VALUES = 1 << 24
-# a batch of at least this many images per thread is split across threads by image (else: serial, or intra-op threads
-# for the few kernels above the sizes above); 1: every batch of t or more images, e.g. batch 2 on 2 threads
 BATCH_SPLIT_MIN = 1
-# one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (resnet18_cifar
-# at batch 32, 1 thread: chunks of 8 took 1.59-1.60 ms CPU per image against 1.76-1.81 for the whole batch at once)
+# one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (batch 32:
+# 1.59-1.60 ms CPU per image in chunks of 8 against 1.76-1.81 for the whole batch at once)
 CHUNK_IMAGES = 8
+# chunks per thread of a split batch (more if one would exceed CHUNK_IMAGES): larger chunks run faster per image, more
+# balance better; at batch 8 on 2 threads 1/2/4 per thread gave 1.44/1.35/1.21x quiet, 0.94/0.90/0.84x with a
+# CPU-bound competitor, against 1 thread
+CHUNKS_PER_THREAD = 1
 # numba's workqueue layer must not be entered by two threads at once: the engine's intra-op parallel runs take this
 INTRA_OP_LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -367,10 +368,12 @@ class PackedModel:
                 for i, ((fn, _, output), label) in enumerate(zip(self._plan, self._labels, strict=True))]
 
     def _batch_parallel(self, x: np.ndarray, t: int) -> np.ndarray:
-        """Split the batch into ~4·t chunks that ``t`` threads (the caller and t − 1 pool threads) take one at a time,
-        each running the whole plan with single-threaded (GIL-free) kernels: coarse work, no spinning workers, and a
-        thread that the OS deschedules simply takes fewer chunks."""
-        bounds = np.linspace(0, len(x), min(len(x), 4 * t) + 1).astype(int)
+        """Split the batch into chunks (:data:`CHUNKS_PER_THREAD` per thread, at most :data:`CHUNK_IMAGES` images
+        each) that ``t`` threads (the caller and t − 1 pool threads) take one at a time, each running the whole plan
+        with single-threaded (GIL-free) kernels: coarse work, no spinning workers, and a thread that the OS
+        deschedules simply takes fewer chunks."""
+        n_chunks = max(min(len(x), CHUNKS_PER_THREAD * t), -(-len(x) // CHUNK_IMAGES))
+        bounds = np.linspace(0, len(x), n_chunks + 1).astype(int)
         chunks = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         out: list[np.ndarray | None] = [None] * len(chunks)
         order = iter(range(len(chunks)))
