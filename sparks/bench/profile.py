@@ -52,10 +52,10 @@ def profile_model(path: str | Path, batch_sizes: tuple[int, ...] = (1, 8), repea
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """Totals per group and batch size (ms per image), and the binary steps' MAC rate against the peak."""
     batches = result["batch_sizes"]
+    macs = sum(s["binary_macs"] for s in result["steps"])
     out: dict[str, Any] = {}
     for b in batches:
         per_group = {g: sum(s["ms_per_image"][b] for s in result["steps"] if s["group"] == g) for g in GROUPS}
-        macs = sum(s["binary_macs"] for s in result["steps"])
         rate = macs / (per_group["binary"] * 1e-3) if per_group["binary"] else 0.0
         out[b] = {"total_ms": sum(per_group.values()), **{f"{g}_ms": v for g, v in per_group.items()},
                   "binary_macs_per_s": rate, "binary_of_peak": rate / result["inner_loop_peak_macs_per_s"]}

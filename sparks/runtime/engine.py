@@ -45,9 +45,8 @@ BATCH_SPLIT_MIN = 1
 # one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (batch 32:
 # 1.59-1.60 ms CPU per image in chunks of 8 against 1.76-1.81 for the whole batch at once)
 CHUNK_IMAGES = 8
-# chunks per thread of a split batch (more if one would exceed CHUNK_IMAGES): larger chunks run faster per image, more
-# balance better; at batch 8 on 2 threads 1/2/4 per thread gave 1.44/1.35/1.21x quiet, 0.94/0.90/0.84x with a
-# CPU-bound competitor, against 1 thread
+# chunks per thread of a split batch (more if one would exceed CHUNK_IMAGES): larger run faster, more balance better;
+# batch 8 on 2 threads vs 1, 1/2/4 per thread: 1.44/1.35/1.21x quiet, 0.94/0.90/0.84x with a CPU-bound competitor
 CHUNKS_PER_THREAD = 1
 # numba's workqueue layer must not be entered by two threads at once: the engine's intra-op parallel runs take this
 INTRA_OP_LOCK = threading.Lock()
@@ -93,16 +92,18 @@ class BinaryLayer:
         """Binary multiply-accumulates per image at the last input size seen (9·c_in·c_out per output pixel)."""
         if self.input_hw is None:
             raise ValueError(f"{self.name} has not run yet: its input size is unknown")
-        h, w = self.input_hw
-        return 9 * self.c_in * self.c_out * ((h - 1) // self.stride + 1) * ((w - 1) // self.stride + 1)
+        return 9 * self.c_in * self.c_out * self._out_pixels(*self.input_hw)
+
+    def _out_pixels(self, h: int, w: int) -> int:
+        """Output pixels per image of an h×w input (3×3, padding 1, the layer's stride)."""
+        return ((h - 1) // self.stride + 1) * ((w - 1) // self.stride + 1)
 
     def __call__(self, x: np.ndarray, other: np.ndarray | None = None, kernel: str | None = None,
                  parallel: bool = True) -> np.ndarray:
         """The layer on NHWC ``x`` (+ the residual ``other``); ``parallel=False``: on the calling thread only."""
         n, h, w, _ = x.shape
         self.input_hw = (h, w)
-        ho, wo = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
-        work = n * ho * wo * 9 * kernels.num_words(self.c_in) * self.c_out
+        work = n * self._out_pixels(h, w) * 9 * kernels.num_words(self.c_in) * self.c_out
         parallel = parallel and work >= BINARY_PARALLEL_MIN_WORDS
         xp = kernels.pack_signs(x, self.in_shift, parallel=parallel and x.size >= PACK_PARALLEL_MIN_VALUES)
         kernel = kernel or kernels.choose_binary_kernel(self.c_in, self.c_out, h, w, self.n)
