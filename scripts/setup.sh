@@ -13,7 +13,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # torch first, pinned: pip then takes the CPU build on disk instead of downloading a CUDA build.
     .venv/bin/pip install -q torch==2.13.0
 fi
-if ! .venv/bin/python -c "import sparks, pytest, ruff, numba, safetensors" 2>/dev/null; then
+if ! .venv/bin/python -c "import sparks, pytest, ruff, numba, safetensors, threadpoolctl" 2>/dev/null; then
     .venv/bin/pip install -q -e '.[test]'
 fi
 

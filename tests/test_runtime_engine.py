@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from sparks.runtime.engine import conv2d_nhwc, global_avgpool, pool2d_nhwc, rprelu_nhwc
+from sparks.runtime.realops import matmul
+from sparks.runtime.threads import single_threaded_blas
 
 
 def nhwc(t: torch.Tensor) -> np.ndarray:
@@ -21,6 +24,37 @@ def test_conv2d_matches_float64_reference(k, stride, padding):
     ref = F.conv2d(x.double(), w.double(), b.double(), stride=stride, padding=padding).float()
     got = conv2d_nhwc(nhwc(x), w.numpy(), b.numpy(), (stride, stride), (padding, padding))
     np.testing.assert_allclose(got, nhwc(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, k, n_out, per_call", [(16, 4608, 64, 16), (3 * 25, 27, 64, 25), (11, 512, 10, 8),
+                                                      (5, 300, 7, 1)])
+def test_matmul_rows_get_the_same_bits_in_any_batch(rows, k, n_out, per_call):
+    """Each block of ``per_call`` rows (an image) gets the same bits alone, in a batch, at a misaligned address, with
+    BLAS on 1 or 2 threads; all within float32 rounding of a float64 reference, bias and BN affine included. (In the
+    first case, k over OpenBLAS's block size, calls of 1 or 2 rows give other bits than calls of 16.)"""
+    rng = np.random.default_rng(rows + k)
+    a = rng.standard_normal((rows, k), dtype=np.float32)
+    wt = rng.standard_normal((k, n_out), dtype=np.float32)
+    bias, scale, shift = (rng.standard_normal(n_out, dtype=np.float32) for _ in range(3))
+    with single_threaded_blas():
+        full = matmul(a, wt, bias, (scale, shift), per_call)
+        first = matmul(a[:per_call], wt, bias, (scale, shift), per_call)
+    ref = ((a.astype(np.float64) @ wt + bias) * scale + shift).astype(np.float32)
+    np.testing.assert_allclose(full, ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    np.testing.assert_array_equal(first, full[:per_call])
+    shifted = np.empty(a.size + 1, np.float32)[1:].reshape(a.shape)  # 4 bytes off the allocation's alignment
+    shifted[:] = a
+    last = rows - rows % per_call if rows % per_call else rows - per_call  # the padded or the last full block
+    with threadpool_limits(limits=2, user_api="blas"):
+        np.testing.assert_array_equal(matmul(shifted, wt, bias, (scale, shift), per_call), full)
+        np.testing.assert_array_equal(matmul(a[last:], wt, bias, (scale, shift), per_call), full[last:])
+
+
+def test_single_threaded_blas_sets_and_restores_the_thread_count():
+    with threadpool_limits(limits=2, user_api="blas"):
+        with single_threaded_blas():
+            assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+        assert all(lib["num_threads"] == 2 for lib in threadpool_info() if lib["user_api"] == "blas")
 
 
 @pytest.mark.parametrize("kind", ["avg", "max"])

@@ -115,7 +115,6 @@ def test_intra_op_path_gives_identical_logits(tiny_resnet_sparks, monkeypatch):
     ref = PackedModel(meta, tensors, threads=1)(x)
     for name in ("BINARY_PARALLEL_MIN_WORDS", "PACK_PARALLEL_MIN_VALUES"):
         monkeypatch.setattr(engine, name, 0)
-    monkeypatch.setattr(realops, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(realops, "RPRELU_PARALLEL_MIN_VALUES", 0)
     two = PackedModel(meta, tensors, threads=min(2, numba.config.NUMBA_NUM_THREADS))
     np.testing.assert_array_equal(two(x), ref)

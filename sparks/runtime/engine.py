@@ -4,8 +4,9 @@ Activations are NHWC float32. A sub-bit conv packs the signs of its input 64 cha
 LearnableBias before it in the same pass — runs the dense (xor-popcount) or codeword-reuse (LUT) kernel chosen by
 :func:`~sparks.runtime.kernels.choose_binary_kernel`, and applies α fused with the BN right after it (scale = α·γ/σ,
 shift = β − γμ/σ), the residual add and the RPReLU that follow in the kernel's output transform. Real layers (stem,
-1×1 shortcuts, FC) are float32 im2col/matmul with a following BN in the epilogue; every fused step keeps torch's
-float32 order, so fusing changes no bit. Threads: ``threads="auto"`` (affinity and cgroup quota) or a fixed count.
+1×1 shortcuts, FC) are float32 im2col + BLAS matmul, one call shape per image, with a following BN in the epilogue;
+every fused step keeps torch's float32 order, so fusing changes no bit. Threads: ``threads="auto"`` (affinity and
+cgroup quota) or a fixed count.
 """
 
 from __future__ import annotations
@@ -23,15 +24,8 @@ import numpy as np
 
 from sparks.deploy.format import codeword_to_kernel, decode_subbit, validate
 from sparks.runtime import kernels, lut
-from sparks.runtime.realops import (
-    conv2d_nhwc,
-    conv_matrix,
-    global_avgpool,
-    matmul,
-    pool2d_nhwc,
-    rprelu_nhwc,
-)
-from sparks.runtime.threads import resolve_threads, select_threading_layer, use_threads
+from sparks.runtime.realops import conv2d_nhwc, conv_matrix, global_avgpool, linear, pool2d_nhwc, rprelu_nhwc
+from sparks.runtime.threads import resolve_threads, select_threading_layer, single_threaded_blas, use_threads
 
 __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2d_nhwc", "rprelu_nhwc"]
 
@@ -267,7 +261,7 @@ class PackedModel:
         w, b = self._t(op, "weight"), self._t(op, "bias") if op["bias"] else None
         affine = None if bn is None else (self._t(bn, "scale"), self._t(bn, "shift"))
         wt = conv_matrix(w)
-        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, parallel, wt)
+        return lambda x, parallel: conv2d_nhwc(x, w, b, op["stride"], op["padding"], affine, wt)
 
     def _op(self, op: dict[str, Any]) -> Callable[..., np.ndarray]:
         """A plan step: called with the op's input values and the keyword ``parallel``."""
@@ -308,7 +302,7 @@ class PackedModel:
             return lambda x: x if x.ndim == 2 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1)
         if kind == "linear":
             wt, b = np.ascontiguousarray(self._t(op, "weight").T), self._t(op, "bias") if op["bias"] else None
-            return lambda x, parallel: matmul(x, wt, b, None, parallel)
+            return lambda x, parallel: linear(x, wt, b)
         raise ValueError(f"unknown op {kind!r}")  # unreachable after validate()
 
     def _nhwc(self, images: Any) -> np.ndarray:
@@ -326,12 +320,13 @@ class PackedModel:
         """Logits (N, num_classes) float32 for float NCHW images (ndarray or tensor; a 3-D image is batch 1)."""
         x = self._nhwc(images)
         t = self.threads
-        if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
-            return self._batch_parallel(x, t)
-        if t == 1:
-            return self._chunked(x)
-        with INTRA_OP_LOCK, use_threads(t):
-            return self._forward(x, True)
+        with single_threaded_blas():
+            if t > 1 and len(x) >= BATCH_SPLIT_MIN * t:
+                return self._batch_parallel(x, t)
+            if t == 1:
+                return self._chunked(x)
+            with INTRA_OP_LOCK, use_threads(t):
+                return self._forward(x, True)
 
     def _chunked(self, x: np.ndarray, step_seconds: np.ndarray | None = None) -> np.ndarray:
         """The one-thread path: the batch in chunks of :data:`CHUNK_IMAGES` images."""
@@ -362,8 +357,9 @@ class PackedModel:
             raise ValueError(f"repeats must be at least 1, got {repeats}")
         x = self._nhwc(images)
         seconds = np.zeros((repeats, len(self._plan)))
-        for r in range(repeats):
-            self._chunked(x, seconds[r])
+        with single_threaded_blas():
+            for r in range(repeats):
+                self._chunked(x, seconds[r])
         return [{"step": output, "op": label, "ms_per_image": 1e3 * float(np.median(seconds[:, i])) / len(x),
                  "binary_macs": fn.binary_macs if isinstance(fn, BinaryLayer) else 0}
                 for i, ((fn, _, output), label) in enumerate(zip(self._plan, self._labels, strict=True))]

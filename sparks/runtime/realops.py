@@ -1,7 +1,9 @@
 """Real-valued NHWC ops of the packed engine (numpy + numba, no torch): convs by im2col + matmul, pooling, RPReLU.
 
-Each follows torch's float32 order of operations (sums in order, no FMA), so results match the torch rebuild up to
-the summation order of oneDNN's convolutions (see docs/benchmarks.md, parity).
+Matrix products are numpy's BLAS sgemm, one call per image (so that a row's bits never depend on the batch it came
+in); like oneDNN's convolutions in torch they block the sum over k and use FMA, but not in oneDNN's order, so results
+match the torch rebuild up to float32 rounding (docs/benchmarks.md, parity). The element-wise steps (bias, BN,
+residual, RPReLU, pooling) keep torch's float32 order of operations exactly (no FMA).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from numba import njit, prange
 
 from sparks.runtime.builds import parallel_and_serial
 
-__all__ = ["matmul", "conv_matrix", "conv2d_nhwc", "rprelu_nhwc", "pool2d_nhwc", "global_avgpool", "PARALLEL_MIN_WORK"]
+__all__ = ["matmul", "linear", "conv_matrix", "conv2d_nhwc", "rprelu_nhwc", "pool2d_nhwc", "global_avgpool"]
 
 
 def _rprelu_py(x, other, s_in, w, s_out):  # pragma: no cover - compiled twice below
@@ -35,84 +37,64 @@ _rprelu, _rprelu_serial = parallel_and_serial(_rprelu_py)
 _NO_OTHER = np.zeros((0, 0), dtype=np.float32)
 
 
-def _matmul_py(a, wt, bias, scale, shift):  # pragma: no cover - compiled twice below
-    """a (R, K) @ wt (K, O) in float32, summing over k in order from 0 (no FMA), then ``+ bias`` and ``·scale +
-    shift`` if given (a following BN), each one rounding. Register tiles of 4 rows share each weight row load."""
-    rows, k_dim = a.shape
-    n_out = wt.shape[1]
-    out = np.empty((rows, n_out), dtype=np.float32)
+@njit(cache=True, nogil=True)
+def _bias_affine(out, bias, scale, shift):  # pragma: no cover - compiled
+    """In place over (rows, O): ``+ bias`` and then ``·scale + shift`` where given (a following BN), each one float32
+    rounding as in torch (no FMA)."""
+    rows, n_out = out.shape
     has_bias = bias.shape[0] == n_out
     has_affine = scale.shape[0] == n_out
-    for rb in prange((rows + 3) // 4):
-        r0 = rb * 4
-        nr = min(4, rows - r0)
-        acc = np.zeros((4, n_out), dtype=np.float32)
-        if nr == 4:
-            a0, a1, a2, a3 = a[r0], a[r0 + 1], a[r0 + 2], a[r0 + 3]
-            acc0, acc1, acc2, acc3 = acc[0], acc[1], acc[2], acc[3]
-            k = 0
-            while k + 4 <= k_dim:  # four k per accumulator load/store, still added one after another
-                wa, wb, wc, wd = wt[k], wt[k + 1], wt[k + 2], wt[k + 3]
-                p0, p1, p2, p3 = a0[k], a0[k + 1], a0[k + 2], a0[k + 3]
-                q0, q1, q2, q3 = a1[k], a1[k + 1], a1[k + 2], a1[k + 3]
-                r0_, r1, r2, r3 = a2[k], a2[k + 1], a2[k + 2], a2[k + 3]
-                s0, s1, s2, s3 = a3[k], a3[k + 1], a3[k + 2], a3[k + 3]
-                for o in range(n_out):
-                    w0, w1, w2, w3 = wa[o], wb[o], wc[o], wd[o]
-                    acc0[o] = (((acc0[o] + p0 * w0) + p1 * w1) + p2 * w2) + p3 * w3
-                    acc1[o] = (((acc1[o] + q0 * w0) + q1 * w1) + q2 * w2) + q3 * w3
-                    acc2[o] = (((acc2[o] + r0_ * w0) + r1 * w1) + r2 * w2) + r3 * w3
-                    acc3[o] = (((acc3[o] + s0 * w0) + s1 * w1) + s2 * w2) + s3 * w3
-                k += 4
-            while k < k_dim:
-                v0, v1, v2, v3 = a0[k], a1[k], a2[k], a3[k]
-                wk = wt[k]
-                for o in range(n_out):
-                    w = wk[o]
-                    acc0[o] += v0 * w
-                    acc1[o] += v1 * w
-                    acc2[o] += v2 * w
-                    acc3[o] += v3 * w
-                k += 1
-        else:
-            for j in range(nr):
-                aj, accj = a[r0 + j], acc[j]
-                for k in range(k_dim):
-                    v, wk = aj[k], wt[k]
-                    for o in range(n_out):
-                        accj[o] += v * wk[o]
-        for j in range(nr):
-            accj, oj = acc[j], out[r0 + j]
-            for o in range(n_out):
-                v = accj[o]
-                if has_bias:
-                    v = v + bias[o]
-                if has_affine:
-                    v = v * scale[o] + shift[o]
-                oj[o] = v
-    return out
+    for r in range(rows):
+        o_r = out[r]
+        for o in range(n_out):
+            v = o_r[o]
+            if has_bias:
+                v = v + bias[o]
+            if has_affine:
+                v = v * scale[o] + shift[o]
+            o_r[o] = v
 
 
-_matmul_parallel, _matmul_serial = parallel_and_serial(_matmul_py)
-# multiply-adds below which a matmul runs on one thread, and values below which an RPReLU does: measured on the 2-vCPU
-# test machine, 2 threads lost up to 34M multiply-adds (1.36x slower) and won at 134M (2.0x faster); the RPReLU lost at
-# 1M values (1.9x) and won at 4.2M (docs/benchmarks.md, third session)
-PARALLEL_MIN_WORK = 1 << 26
+# RPReLU values below which it runs on one thread: measured on the 2-vCPU test machine, 2 threads lost at 1M values
+# (1.9x slower) and won at 4.2M (docs/benchmarks.md, third session)
 RPRELU_PARALLEL_MIN_VALUES = 1 << 22
 _NONE = np.zeros(0, dtype=np.float32)
 
 
 def matmul(a: np.ndarray, wt: np.ndarray, bias: np.ndarray | None = None,
-           affine: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = True) -> np.ndarray:
-    """``a @ wt (+ bias) (·scale + shift)`` for the real layers, in numba (its threads follow
-    ``numba.set_num_threads``; numpy's BLAS would start its own thread pool, which spins badly on a shared machine).
-    Small products run serially whatever ``parallel`` says."""
+           affine: tuple[np.ndarray, np.ndarray] | None = None, rows_per_call: int | None = None) -> np.ndarray:
+    """``a @ wt (+ bias) (·scale + shift)`` for the real layers: the product by numpy's BLAS (sgemm) in calls of
+    exactly ``rows_per_call`` rows (all rows if None; a short last block is padded with zero rows). BLAS picks its
+    kernel, and so its summation order, by the matrix shape (OpenBLAS: one row takes gemv, a small product a kernel
+    that sums all of k at once), so the engine passes a fixed block (one image's pixels; 8 rows for a linear layer):
+    every image then gets the same bits at any batch size, chunk or thread count. BLAS's own threads are the caller's
+    business (the engine runs with :func:`~sparks.runtime.threads.single_threaded_blas`)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     wt = np.ascontiguousarray(wt, dtype=np.float32)
-    parallel = parallel and a.size * wt.shape[1] >= PARALLEL_MIN_WORK
-    fn = _matmul_parallel if parallel else _matmul_serial
-    scale, shift = affine if affine is not None else (_NONE, _NONE)
-    return fn(a, wt, _NONE if bias is None else bias, scale, shift)
+    rows = a.shape[0]
+    step = rows_per_call or max(rows, 1)
+    out = np.empty((rows, wt.shape[1]), dtype=np.float32)
+    full = rows - rows % step
+    for r0 in range(0, full, step):
+        np.matmul(a[r0:r0 + step], wt, out=out[r0:r0 + step])
+    if full < rows:
+        block = np.zeros((step, a.shape[1]), dtype=np.float32)
+        block[: rows - full] = a[full:]
+        out[full:] = (block @ wt)[: rows - full]
+    if bias is not None or affine is not None:
+        scale, shift = affine if affine is not None else (_NONE, _NONE)
+        _bias_affine(out, _NONE if bias is None else bias, scale, shift)
+    return out
+
+
+# a linear layer's BLAS calls take this many rows (images) each, the last padded: one call shape at every batch size
+LINEAR_ROWS_PER_CALL = 8
+
+
+def linear(x: np.ndarray, wt: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """A linear layer on (N, F) ``x`` with (F, O) ``wt``: :func:`matmul` in calls of :data:`LINEAR_ROWS_PER_CALL`
+    rows."""
+    return matmul(x, wt, bias, None, LINEAR_ROWS_PER_CALL)
 
 
 def rprelu_nhwc(
@@ -156,7 +138,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo):  # pragma: no cover - compiled
 
 def conv2d_nhwc(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int], padding: tuple[int, int],
-    affine: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = True, wt: np.ndarray | None = None,
+    affine: tuple[np.ndarray, np.ndarray] | None = None, wt: np.ndarray | None = None,
 ) -> np.ndarray:
     """Real conv (zero padding) of NHWC ``x`` with torch-layout weights (C_out, C_in, kh, kw), by im2col + matmul;
     ``affine`` = (scale, shift) of a BN that follows, applied in the matmul's epilogue; ``wt``: :func:`conv_matrix`
@@ -169,11 +151,11 @@ def conv2d_nhwc(
     if kh == kw == 1 and ph == pw == 0:
         cols = x[:, ::sh, ::sw, :]
         ho, wo = cols.shape[1:3]
-        out = matmul(cols.reshape(-1, c_in), wt, bias, affine, parallel)
+        out = matmul(cols.reshape(-1, c_in), wt, bias, affine, ho * wo)
     else:
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_in + 2 * pw - kw) // sw + 1
         cols = _im2col(np.ascontiguousarray(x, dtype=np.float32), kh, kw, sh, sw, ph, pw, ho, wo)
-        out = matmul(cols, wt, bias, affine, parallel)
+        out = matmul(cols, wt, bias, affine, ho * wo)
     return out.reshape(n, ho, wo, c_out)
 
 

@@ -2,7 +2,9 @@
 
 ``threads="auto"`` is the number of CPUs this process may really use: its CPU affinity (``os.sched_getaffinity``)
 capped by the cgroup CPU quota (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1), and by
-numba's own pool size. Kernels whose work is too small to pay for waking workers run on the calling thread only.
+numba's own pool size. Kernels whose work is too small to pay for waking workers run on the calling thread only,
+and BLAS (the real layers' matrix products) runs on the calling thread while the engine works: the engine's own
+threads split the batch.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numba
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["available_cpus", "cgroup_cpu_limit", "resolve_threads", "use_threads", "select_threading_layer",
-           "THREADING_LAYER"]
+           "single_threaded_blas", "THREADING_LAYER"]
 
 # numba's layer for the runtime's intra-op parallel kernels (batches smaller than 2 images per thread) when the user
 # has not chosen one (NUMBA_THREADING_LAYER): numba's own "workqueue" pool. Measured on the shared 2-core machine,
@@ -89,3 +92,26 @@ def use_threads(n: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(old)
+
+
+_BLAS_LIBS: list | None = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with the BLAS libraries that numpy loaded (OpenBLAS, MKL, …, found by threadpoolctl) on one
+    thread each, restoring their counts afterwards. The engine splits work over its own threads; BLAS threads on top
+    would oversubscribe the cores, and OpenBLAS's spin on a busy machine. Results do not depend on it (tested)."""
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
+        _BLAS_LIBS = ThreadpoolController().select(user_api="blas").lib_controllers
+    old = [lib.num_threads for lib in _BLAS_LIBS]
+    for lib, n in zip(_BLAS_LIBS, old, strict=True):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_BLAS_LIBS, old, strict=True):
+            if n != 1:
+                lib.set_num_threads(n)
