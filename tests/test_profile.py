@@ -66,6 +66,8 @@ def test_summary_and_table_from_a_hand_made_result():
     table = format_profile(result)
     assert "| b | subbit_conv2d+batchnorm | 4.0000 | 2.0000 | 0.50 | 0.25 | 0.50 |" in table
     assert "per-image time b8/b1: 0.50" in table
+    # floor at batch 8: 1e9 MACs at 5e11/s = 2 ms, plus the real (1.0 + 0.5) and other (0.5) steps as measured
+    assert math.isclose(s[8]["floor_ms"], 4.0) and "as measured: 4.000 ms/img = 0.50 of b1" in table
 
 
 def test_inner_loop_peak_is_a_rate():
