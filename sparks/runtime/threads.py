@@ -101,7 +101,8 @@ _BLAS_LIBS: list | None = None
 def single_threaded_blas() -> Iterator[None]:
     """Run the block with the BLAS libraries that numpy loaded (OpenBLAS, MKL, …, found by threadpoolctl) on one
     thread each, restoring their counts afterwards. The engine splits work over its own threads; BLAS threads on top
-    would oversubscribe the cores, and OpenBLAS's spin on a busy machine. Results do not depend on it (tested)."""
+    would oversubscribe the cores, and OpenBLAS's spin on a busy machine. The setting is process-wide while the block
+    runs (other threads' BLAS calls get one thread too); results do not depend on it (tested)."""
     global _BLAS_LIBS
     if _BLAS_LIBS is None:
         _BLAS_LIBS = ThreadpoolController().select(user_api="blas").lib_controllers
