@@ -86,7 +86,7 @@ def test_thread_counts_and_batch_splits_give_identical_logits(tiny_resnet_sparks
         torch_ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ref, torch_ref, rtol=0, atol=1e-4 * np.abs(torch_ref).max())
     two = PackedModel(meta, tensors, threads=min(2, numba.config.NUMBA_NUM_THREADS))
-    for batch in (1, 3, 4, 10):  # below and above the batch-split (2 images per thread) and chunk (8) sizes
+    for batch in (1, 3, 6, 10):  # below, at and above the batch split (3 images per thread) and the chunk size (8)
         np.testing.assert_array_equal(two(x[:batch]), ref[:batch])
         np.testing.assert_array_equal(one(x[:batch]), ref[:batch])
     two.threads = 1

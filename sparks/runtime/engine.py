@@ -32,11 +32,12 @@ __all__ = ["PackedModel", "BinaryLayer", "conv2d_nhwc", "global_avgpool", "pool2
 # Intra-op threads (numba's parallel builds) only for work far beyond resnet18_cifar's: on the 2-vCPU test machine 2
 # threads lost to the serial build up to 9.4M bit words (binary conv) and 8.4M values (packing); each launch wakes the
 # workers (~0.1-0.2 ms). Below these sizes kernels run serially; batches of >= BATCH_SPLIT_MIN images per thread are
-# split by image instead (docs/benchmarks.md, third session, has the measurements of these constants). One image per
-# thread lost with a CPU-bound competitor (batch 2 on 2 threads 1.14-1.15x slower than on 1; fourth session).
+# split by image instead (docs/benchmarks.md, third session, has the measurements of these constants). With a
+# CPU-bound competitor, short splits lose to 1 thread: 2 threads 1.14-1.15x slower at 1 image per thread, 1.09-1.13x
+# at 2, 1.05-1.07x at 3 (fourth session): the thread sharing its core with the competitor finishes last.
 BINARY_PARALLEL_MIN_WORDS = 1 << 24
 PACK_PARALLEL_MIN_VALUES = 1 << 24
-BATCH_SPLIT_MIN = 2
+BATCH_SPLIT_MIN = 3
 # one thread runs larger batches in chunks of this many images, so that a layer's activations stay in L2 (batch 32:
 # 1.59-1.60 ms CPU per image in chunks of 8 against 1.76-1.81 for the whole batch at once)
 CHUNK_IMAGES = 8
