@@ -149,14 +149,13 @@ def conv2d_nhwc(
     (sh, sw), (ph, pw) = stride, padding
     n, h, w_in = x.shape[:3]
     if kh == kw == 1 and ph == pw == 0:
-        cols = x[:, ::sh, ::sw, :]
-        ho, wo = cols.shape[1:3]
-        out = matmul(cols.reshape(-1, c_in), wt, bias, affine, ho * wo)
+        picked = x[:, ::sh, ::sw, :]
+        ho, wo = picked.shape[1:3]
+        cols = picked.reshape(-1, c_in)
     else:
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_in + 2 * pw - kw) // sw + 1
         cols = _im2col(np.ascontiguousarray(x, dtype=np.float32), kh, kw, sh, sw, ph, pw, ho, wo)
-        out = matmul(cols, wt, bias, affine, ho * wo)
-    return out.reshape(n, ho, wo, c_out)
+    return matmul(cols, wt, bias, affine, ho * wo).reshape(n, ho, wo, c_out)
 
 
 def _pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
