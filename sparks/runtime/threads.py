@@ -21,11 +21,12 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["available_cpus", "cgroup_cpu_limit", "resolve_threads", "use_threads", "select_threading_layer",
            "single_threaded_blas", "THREADING_LAYER"]
 
-# numba's layer for the runtime's intra-op parallel kernels (batches smaller than 2 images per thread) when the user
-# has not chosen one (NUMBA_THREADING_LAYER): numba's own "workqueue" pool. Measured on the shared 2-core machine,
-# GNU OpenMP ("omp", numba's first choice here; tbb is not installed) spins at its barriers and collapsed by 5-190x
-# with 2 threads under load, workqueue stayed within 0.9-1.3x of 1 thread (docs/benchmarks.md, *Threads*). workqueue
-# must not be entered by two threads at once: the engine serialises its intra-op runs (engine.INTRA_OP_LOCK).
+# numba's layer for the runtime's intra-op parallel kernels (batches below engine.BATCH_SPLIT_MIN images per thread)
+# when the user has not chosen one (NUMBA_THREADING_LAYER): numba's own "workqueue" pool. Measured on the shared
+# 2-core machine, GNU OpenMP ("omp", numba's first choice here; tbb is not installed) spins at its barriers and
+# collapsed by 5-190x with 2 threads under load, workqueue stayed within 0.9-1.3x of 1 thread (docs/benchmarks.md,
+# *Threads*). workqueue must not be entered by two threads at once: the engine serialises its intra-op runs
+# (engine.INTRA_OP_LOCK).
 THREADING_LAYER = "workqueue"
 
 
